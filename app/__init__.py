@@ -1,0 +1,1 @@
+"""FuseMesh application: capture, inference worker (ONNX Runtime), viewer."""

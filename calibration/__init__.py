@@ -1,0 +1,1 @@
+"""FuseMesh calibration: Azure Kinect / RGB-D camera geometry in numpy and OpenCV (no people)."""

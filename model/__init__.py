@@ -1,0 +1,1 @@
+"""FuseMesh model: pure torch (body model, camera, encoders, fusion, regressor, USCG, losses)."""

@@ -1,0 +1,1 @@
+"""FuseMesh training: synthetic data, dataset readers, training loops, evaluation and ONNX export."""
