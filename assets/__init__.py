@@ -1,0 +1,1 @@
+"""FuseMesh assets: shipped data files and the dev tools that build them."""

@@ -1,0 +1,1 @@
+"""Dev tools that build and render the shipped assets (not imported at run time)."""
