@@ -1,0 +1,368 @@
+"""training.synth scene/render/sample: known-value renders through the real (distorted) Kinect cameras,
+labels that agree with the body model and the renders, sensor depth at visible joints, crop-only
+rendering identical to full frames. Open3D, smplx (via model.body) and the app's aligner are real."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from app.crop import crop_depth, crop_mask
+from model.body import DEFAULT_BODY_PATH, BodyModel
+from tests.toy_body import write_toy_body
+from training.synth.appearance import BOTTOM, HAIR, REGION_NAMES, SHOES, SKIN, TOP, Material, body_regions, \
+    sample_body_appearance
+from training.synth.depth_noise import noise_sigma_mm, systematic_error_mm
+from training.synth.render import Grid, SceneMesh, render_color, render_depth, rig_cameras
+from training.synth.sample import (DEFAULT_CALIBRATION, SynthConfig, SynthEngine, config_from_dict, config_to_dict,
+                                   load_rig, sample_rng)
+from training.synth.scene import (OBJ_BACKGROUND, OBJ_TARGET, Box, Lighting, SceneConfig, TriangleSoup,
+                                  sensor_pose)
+
+FAST_SCENE = SceneConfig(depth_modes=(("NFOV_2X2BINNED", 1.0),), color_resolutions=(("720P", 1.0),))
+
+
+@pytest.fixture(scope="module")
+def body(tmp_path_factory) -> BodyModel:
+    return BodyModel.from_file(write_toy_body(tmp_path_factory.mktemp("body") / "toy.npz"))
+
+
+@pytest.fixture(scope="module")
+def engine(body) -> SynthEngine:
+    return SynthEngine(body, SynthConfig(out_size=96, scene=FAST_SCENE), threads=1)
+
+
+@pytest.fixture(scope="module")
+def rig():
+    return load_rig(str(DEFAULT_CALIBRATION), "NFOV_2X2BINNED", "720P")
+
+
+def quad(corners: np.ndarray, material: Material, obj: int = OBJ_BACKGROUND) -> TriangleSoup:
+    return TriangleSoup(vertices=np.asarray(corners, float), faces=np.array([[0, 1, 2], [0, 2, 3]]),
+                        texcoords=np.zeros((4, 3)), face_material=np.zeros(2, np.int32),
+                        face_object=np.full(2, obj, np.int8), face_person=np.full(2, -1, np.int16),
+                        materials=[material])
+
+
+# ------------------------------------------------------------------------------------------ renderer
+def test_depth_of_a_plane_is_its_z_through_the_distorted_camera(rig):
+    """A fronto-parallel plane at z = 2 m reads exactly 2 m in every valid pixel, corners included."""
+    cams = rig_cameras(rig)
+    plane = quad([[-9, -9, 2.0], [9, -9, 2.0], [9, 9, 2.0], [-9, 9, 2.0]], Material(color=(0.5, 0.5, 0.5)))
+    dr = render_depth(SceneMesh(plane, threads=1), cams)
+    valid = cams.depth.valid
+    assert dr.z.shape == (288, 320) and valid.mean() > 0.95
+    np.testing.assert_allclose(dr.z[valid], 2.0, atol=1e-5)
+    assert np.all(dr.z[~valid] == 0)
+    assert np.all(dr.obj[valid] == OBJ_BACKGROUND)
+    # a window renders the same rays as the full frame
+    win = render_depth(SceneMesh(plane, threads=1), cams, (17, 30, 200, 111))
+    np.testing.assert_array_equal(win.z, dr.z[30:111, 17:200])
+
+
+def test_small_square_lands_where_the_calibration_projects_it(rig):
+    """A 4 cm square at a known off-axis point covers the pixel its centre projects to (distortion on)."""
+    cams = rig_cameras(rig)
+    c = np.array([0.55, -0.35, 1.6])
+    h = 0.02
+    sq = quad([c + [-h, -h, 0], c + [h, -h, 0], c + [h, h, 0], c + [-h, h, 0]], Material(color=(1, 0, 0)), OBJ_TARGET)
+    dr = render_depth(SceneMesh(sq, threads=1), cams)
+    u, v = rig.depth.project(c)
+    hit = np.argwhere(dr.obj == OBJ_TARGET)
+    assert dr.obj[int(round(v)), int(round(u))] == OBJ_TARGET
+    centroid = hit.mean(axis=0)[::-1]
+    assert np.hypot(*(centroid - (u, v))) < 1.0     # footprint centred on the projection (px)
+    # ~ (fx * 4 cm / 1.6 m)^2 pixels, more at the distorted edge: a pinhole would be off by far more than 30 %
+    assert 0.7 < len(hit) / (rig.depth.fx * 2 * h / c[2]) ** 2 < 1.6
+
+
+def test_color_camera_sees_the_plane_boundary_where_the_extrinsics_put_it(rig):
+    """Left half red, right half blue (boundary at x = 0 in the depth frame): in the color image the
+    boundary sits at the projection of (0, y, z) through depth->color extrinsics and color distortion."""
+    cams = rig_cameras(rig)
+    z = 2.5
+    red = quad([[-9, -9, z], [0, -9, z], [0, 9, z], [-9, 9, z]], Material(color=(1.0, 0.0, 0.0)))
+    blue = quad([[0, -9, z], [9, -9, z], [9, 9, z], [0, 9, z]], Material(color=(0.0, 0.0, 1.0)))
+    from training.synth.scene import concat_soups
+    mesh = SceneMesh(concat_soups([red, blue]), threads=1)
+    light = Lighting(ambient=np.ones(3), directions=np.zeros((0, 3)), colors=np.zeros((0, 3)))
+    cr = render_color(mesh, cams, light, sensor_pose(1.0, 0.0), (0, 250, 1280, 500))
+    for y in (-0.3, 0.0):
+        u, v = rig.color.project(rig.depth_to_color.apply([0.0, y, z]))
+        row = int(round(v)) - 250
+        assert 0 <= row < cr.linear.shape[0]
+        left, right = int(math.floor(u)) - 1, int(math.ceil(u)) + 1
+        assert cr.linear[row, left, 0] == 1.0 and cr.linear[row, left, 2] == 0.0       # red
+        assert cr.linear[row, right, 2] == 1.0 and cr.linear[row, right, 0] == 0.0     # blue
+
+
+def test_strided_grid_rays_match_exact_unprojection(rig):
+    """Rays of a strided grid (interpolated from the ray table) point where exact undistortion says."""
+    cams = rig_cameras(rig)
+    grid = Grid((10, 20, 300, 250), 2.6)
+    dirs = grid.take(cams.depth.dirs)
+    assert dirs.shape[:2] == grid.shape
+    px = np.stack(np.meshgrid(grid.xs, grid.ys), axis=-1)
+    exact, ok = rig.depth.pixels_to_normalized(px)
+    assert ok.all()
+    np.testing.assert_allclose(dirs[..., :2], exact, atol=0.01 / rig.depth.fx)   # < 0.01 px
+    # at the edge of a wide-angle field of view no ray is blended with an invalid neighbour
+    wide = rig_cameras(load_rig(str(DEFAULT_CALIBRATION), "WFOV_2X2BINNED", "720P"))
+    g = Grid((0, 0, 200, 512), 1.77)
+    d, ok = g.take(wide.depth.dirs), g.take(wide.depth.valid)
+    assert 0.2 < ok.mean() < 0.95
+    exact, ok_exact = wide.rig.depth.pixels_to_normalized(np.stack(np.meshgrid(g.xs, g.ys), axis=-1))
+    assert np.all(ok_exact[ok])
+    np.testing.assert_allclose(d[ok][:, :2], exact[ok], atol=0.1 / wide.rig.depth.fx)   # < 0.1 px at the rim
+    # nearest expansion back to the window puts each sample in its own block
+    up = grid.upsample_nearest(np.arange(np.prod(grid.shape), dtype=np.float32).reshape(grid.shape))
+    assert up.shape == (230, 290)
+    assert up[0, 0] == 0 and up[-1, -1] == np.prod(grid.shape) - 1
+
+
+# ------------------------------------------------------------------------------------------ appearance
+def test_garment_regions_follow_the_skinning_weights(body):
+    regions = body_regions(body.v_template.numpy(), body(betas=torch.zeros(1, 10)).joints[0].numpy(),
+                           body.lbs_weights.numpy())
+    rng = np.random.default_rng(5)
+    for _ in range(10):
+        app = sample_body_appearance(rng, regions)
+        r = app.vertex_region
+        assert len(app.materials) == len(REGION_NAMES)
+        assert np.all(r[regions.leg >= 2.0] == SHOES)                 # feet
+        assert np.all(r[regions.joint == 9] == TOP)                   # chest (spine3)
+        assert np.all(r[regions.arm >= 2.0] == SKIN)                  # hands
+        hand = regions.arm >= 2.0
+        assert not np.any(r[hand] == BOTTOM)
+        assert set(np.unique(r)) <= {SKIN, HAIR, TOP, BOTTOM, SHOES}
+    m = Material(color=(0.2, 0.2, 0.2), color2=(0.8, 0.8, 0.8), pattern="stripes", scale_m=0.1)
+    a = m.albedo(np.array([[0, 0.01, 0], [0, 0.06, 0], [0, 0.11, 0]]))
+    np.testing.assert_allclose(a[:, 0], [0.8, 0.2, 0.8], atol=1e-6)   # period 10 cm, first half colour2
+
+
+# ------------------------------------------------------------------------------------------ scenes, labels
+def test_scene_sampler_respects_its_ranges(engine):
+    cfg = engine.config.scene
+    for i in range(40):
+        rng = sample_rng(11, i)
+        scene = engine.sample_scene(rng)
+        assert scene.depth_mode == "NFOV_2X2BINNED" and scene.color_resolution == "720P"
+        assert cfg.sensor_height_m[0] <= scene.sensor.height_m <= cfg.sensor_height_m[1]
+        d = float(np.hypot(*scene.target.floor_xz))
+        assert cfg.distance_m[0] - 1e-9 <= d <= cfg.distance_m[1] + 1e-9
+        assert np.all(np.abs(scene.target.betas) <= cfg.beta_clip)
+        assert scene.room.contains_xz(scene.target.floor_xz, margin=0.3)
+        # world -> camera is a rotation, and the sensor sits at (0, h, 0)
+        R, t = scene.sensor.R_cw, scene.sensor.t_cw
+        np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-12)
+        np.testing.assert_allclose(-R.T @ t, [0, scene.sensor.height_m, 0], atol=1e-12)
+
+
+def test_labels_reproduce_the_body_model_and_stand_on_the_floor(engine, body):
+    scenes = [engine.sample_scene(sample_rng(2, i)) for i in range(6)]
+    posed = engine.pose(scenes)
+    for scene, people in zip(scenes, posed):
+        p = people[0]
+        out = body(betas=torch.tensor(p.betas[None], dtype=torch.float32),
+                   body_pose=torch.tensor(p.theta[None, 3:], dtype=torch.float32),
+                   global_orient=torch.tensor(p.theta[None, :3], dtype=torch.float32),
+                   transl=torch.tensor(p.transl[None], dtype=torch.float32))
+        np.testing.assert_allclose(out.joints[0].numpy(), p.joints, atol=2e-5)
+        np.testing.assert_allclose(out.vertices[0].numpy(), p.vertices, atol=2e-5)
+        np.testing.assert_allclose(out.lsp_joints[0].numpy(), p.lsp, atol=2e-5)
+        world = (p.vertices - scene.sensor.t_cw) @ scene.sensor.R_cw      # camera -> world
+        assert abs(world[:, 1].min()) < 1e-6                                 # lowest vertex on the floor
+        pelvis = (p.joints[0] - scene.sensor.t_cw) @ scene.sensor.R_cw
+        np.testing.assert_allclose(pelvis[[0, 2]], scene.target.floor_xz, atol=1e-6)
+
+
+def full_frames(engine: SynthEngine, n: int, seed: int = 21):
+    for i in range(n):
+        rng = sample_rng(seed, i)
+        scene = engine.sample_scene(rng)
+        people = engine.pose([scene])[0]
+        frame, _ = engine.render_frame(scene, people, rng, crop_only=False)
+        yield frame
+
+
+def test_sensor_depth_at_visible_joints_equals_gt_depth_within_the_noise_model(engine):
+    """At every visible joint's pixel the ideal surface lies just in front of the joint, and the sensor
+    reads that surface within 4 sigma + the systematic error + 1 mm quantisation, drops out, or (only
+    next to a depth jump: the model's flying pixels) reads a mix of the two surfaces."""
+    cfg = dataclasses.replace(engine.config.depth_sensor, depth_mode="NFOV_2X2BINNED")
+    tol = engine.config.visibility_tolerance_m
+    checked = strict = 0
+    for f in full_frames(engine, 8):
+        uv = f.joints2d_depth[f.joints_vis_depth]
+        z_joint = f.person.joints[f.joints_vis_depth, 2]
+        for (u, v), zj in zip(uv, z_joint):
+            r, c = int(round(v)), int(round(u))
+            ideal = float(f.depth_ideal_m[r, c])
+            checked += 1
+            if not f.mask[r, c]:        # the joint projects just beside its own silhouette
+                continue
+            measured = float(f.depth_mm[r, c])
+            bound = 4 * float(noise_sigma_mm(ideal, cfg, reflectance=0.01)) + abs(float(systematic_error_mm(ideal, cfg))) + 1
+            hood = f.depth_ideal_m[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2] * 1000
+            if np.ptp(hood) > max(cfg.edge_threshold_m, cfg.edge_threshold_rel * ideal) * 1000 or (hood == 0).any():
+                if measured:                                                  # flying pixel: a mix
+                    assert hood[hood > 0].min() - bound <= measured <= hood.max() + bound
+                continue
+            strict += 1
+            assert zj - tol - 0.01 <= ideal <= zj + 0.03, (ideal, zj)   # the surface just in front of the joint
+            if measured:
+                assert abs(measured - ideal * 1000) <= bound, (measured, ideal)
+    assert checked >= 40 and strict >= 0.5 * checked
+
+
+def test_masks_bboxes_and_visibility_agree_with_the_render(engine):
+    for f in full_frames(engine, 6, seed=4):
+        rows, cols = np.nonzero(f.mask)
+        assert f.visible_px == len(rows) > 0
+        np.testing.assert_allclose(f.bbox, [cols.min() - 0.5, rows.min() - 0.5, cols.max() + 0.5, rows.max() + 0.5])
+        # the mask is exactly the pixels where the target is the first hit, and those are person depths
+        z = f.depth_ideal_m[f.mask]
+        zj = f.person.joints[:, 2]
+        assert z.min() > zj.min() - 1.0 and z.max() < zj.max() + 1.0
+        # visible joints project onto the mask, up to a pixel at the silhouette (the toy body's hand and
+        # toe joints stick out of its boxes: a joint with nothing in front counts as visible too)
+        on_mask = []
+        for (u, v) in f.joints2d_depth[f.joints_vis_depth]:
+            r, c = int(round(v)), int(round(u))
+            on_mask.append(f.mask[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2].any())
+        assert np.mean(on_mask) >= 0.85
+        # and joints hidden behind something else are not visible: their ray's first hit is in front
+        hidden = ~f.joints_vis_depth & np.isfinite(f.joints2d_depth).all(axis=1)
+        for (u, v), zj in zip(f.joints2d_depth[hidden], f.person.joints[hidden, 2]):
+            r, c = int(round(v)), int(round(u))
+            if 0 <= r < f.mask.shape[0] and 0 <= c < f.mask.shape[1] and f.depth_ideal_m[r, c] > 0:
+                assert f.depth_ideal_m[r, c] < zj + 0.05
+
+
+def test_occluder_hides_the_legs_but_not_the_head(engine):
+    """A 0.9 m high wall-like box between sensor and person: ankles and knees invisible, head visible."""
+    rng = sample_rng(8, 0)
+    scene = engine.sample_scene(rng)
+    # a standing person facing the sensor, 2.5 m straight ahead, sensor 1.2 m high looking level
+    from training.synth.poses import POSE_TEMPLATES, euler_to_theta
+    theta = euler_to_theta(POSE_TEMPLATES["stand"])
+    theta[:3] = [0.0, math.pi, 0.0]
+    person = dataclasses.replace(scene.target, theta=theta, floor_xz=np.array([0.0, 2.5]))
+    wall = Box(center=(0.0, 0.45, 1.6), size=(2.0, 0.9, 0.1), yaw=0.0, material=Material(color=(0.5, 0.4, 0.3)))
+    room = dataclasses.replace(scene.room, x0=-4.0, x1=4.0, z0=-1.0, z1=6.0, yaw=0.0)
+    scene = dataclasses.replace(scene, people=(person,), boxes=(wall,), room=room, sensor=sensor_pose(1.2, 8.0))
+    frame, _ = engine.render_frame(scene, engine.pose([scene])[0], rng, crop_only=False)
+    names = dict(pelvis=0, l_knee=4, r_knee=5, l_ankle=7, r_ankle=8, head=15, l_shoulder=16)
+    vis = frame.joints_vis_depth
+    assert not any(vis[names[k]] for k in ("l_knee", "r_knee", "l_ankle", "r_ankle"))
+    assert vis[names["head"]] and vis[names["l_shoulder"]] and vis[names["pelvis"]]
+    assert frame.lsp_vis_depth[13]                                           # head_top
+    assert not frame.lsp_vis_depth[0] and not frame.lsp_vis_depth[5]         # ankles
+
+
+def test_crop_only_rendering_is_identical_to_full_frames(body):
+    """With the sensor models off and stride 1, the crop path renders exactly the full frame's pixels
+    (depth window, color rectangle) and so gives a bit-identical aligned, cropped sample."""
+    cfg = SynthConfig(out_size=96, scene=FAST_SCENE, depth_noise=False, color_noise=False, jpeg=False,
+                      max_render_stride=1.0)
+    eng = SynthEngine(body, cfg, threads=1)
+    for i in range(4):
+        scene = eng.sample_scene(sample_rng(3, i))
+        people = eng.pose([scene])[0]
+        crop = eng.render_frame(scene, people, sample_rng(99, i), crop_only=True)
+        if crop is None:
+            continue
+        fc, box = crop
+        ff, _ = eng.render_frame(scene, people, sample_rng(99, i), crop_only=False)
+        x0, y0, x1, y1 = fc.depth_window
+        np.testing.assert_array_equal(fc.depth_mm[y0:y1, x0:x1], ff.depth_mm[y0:y1, x0:x1])
+        cx0, cy0, cx1, cy1 = fc.color_window
+        np.testing.assert_array_equal(fc.color_bgr[cy0:cy1, cx0:cx1], ff.color_bgr[cy0:cy1, cx0:cx1])
+        aligner = eng.aligner(scene.depth_mode, scene.color_resolution)
+        a_crop, _ = aligner(fc.color_bgr, fc.depth_mm)
+        a_full, _ = aligner(ff.color_bgr, ff.depth_mm)
+        from app.crop import crop_color
+        np.testing.assert_array_equal(crop_color(a_crop, box), crop_color(a_full, box))
+        np.testing.assert_array_equal(crop_depth(fc.depth_mm, box), crop_depth(ff.depth_mm, box))
+        np.testing.assert_array_equal(crop_mask(fc.mask, box), crop_mask(ff.mask, box))
+
+
+def test_training_samples_are_labelled_in_crop_pixels(engine):
+    samples = engine.make_samples(5, range(6))
+    for s in samples:
+        S = engine.config.out_size
+        assert s.rgb.shape == (S, S, 3) and s.rgb.dtype == np.uint8
+        assert s.depth_mm.shape == (S, S) and s.depth_mm.dtype == np.uint16
+        assert s.mask.shape == (S, S) and s.mask.any()
+        x0, y0, side, out = s.crop_box
+        assert out == S
+        # the bbox maps to the crop's centre region (margin 1.25 +- jitter)
+        b = (s.bbox.reshape(2, 2) - [x0, y0]) * S / side
+        assert np.all(b[0] > -1) and np.all(b[1] < S + 1)
+        assert 0.6 * S < max(b[1] - b[0]) < 0.9 * S
+        # visible joints lie inside the crop, (nearly all) on or next to the crop mask
+        near = []
+        for (u, v) in np.concatenate([s.joints2d[s.joints_vis], s.lsp2d[s.lsp_vis]]):
+            assert -0.5 <= u <= S - 0.5 and -0.5 <= v <= S - 0.5
+            r, c = int(round(v)), int(round(u))
+            near.append(s.mask[max(r - 2, 0):r + 3, max(c - 2, 0):c + 3].any())
+        assert np.mean(near) >= 0.85
+        # depth under the mask is the person's (within 1 m of the joints), color is not black there
+        d = s.depth_mm[s.mask & (s.depth_mm > 0)] / 1000.0
+        assert d.size and np.median(d) == pytest.approx(np.median(s.joints3d[:, 2]), abs=0.6)
+        assert s.rgb[s.mask].mean() > 3
+
+
+def test_config_is_strict_and_round_trips():
+    cfg = config_from_dict({"out_size": 128, "scene": {"occluder_prob": 0.5, "depth_modes": [["NFOV_UNBINNED", 1]]}})
+    assert cfg.out_size == 128 and cfg.scene.occluder_prob == 0.5
+    assert cfg.scene.depth_modes == (("NFOV_UNBINNED", 1.0),)
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+    with pytest.raises(ValueError, match="did you mean 'occluder_prob'"):
+        config_from_dict({"scene": {"occluder_prb": 0.2}})
+    with pytest.raises(ValueError, match="unknown mode 'NFOV'"):
+        config_from_dict({"scene": {"depth_modes": [["NFOV", 1.0]]}})
+    with pytest.raises(ValueError, match="out_size"):
+        SynthConfig(out_size=8)
+
+
+def test_strided_crop_rendering_approximates_the_exact_crop(body):
+    """Crops rendered on a coarser grid (the default for crops that downsample) agree with the exact
+    render: same person mask (IoU), the same depths almost everywhere, similar colours."""
+    base = dict(out_size=64, scene=FAST_SCENE, depth_noise=False, color_noise=False, jpeg=False, crop_jitter=0.0)
+    exact = SynthEngine(body, SynthConfig(max_render_stride=1.0, **base), threads=1)
+    fast = SynthEngine(body, SynthConfig(max_render_stride=6.0, render_oversample=1.0, **base), threads=1)
+    strided = 0
+    for i in range(6):
+        scene = exact.sample_scene(sample_rng(12, i))
+        people = exact.pose([scene])[0]
+        a = exact.render_frame(scene, people, sample_rng(5, i), crop_only=True)
+        b = fast.render_frame(scene, people, sample_rng(5, i), crop_only=True)
+        if a is None or b is None:
+            continue
+        (fa, box_a), (fb, box_b) = a, b
+        strided += fb.stride > 1
+        assert box_b.side == pytest.approx(box_a.side, rel=0.06)
+        ma, mb = crop_mask(fa.mask, box_a), crop_mask(fb.mask, box_a)
+        assert (ma & mb).sum() / max((ma | mb).sum(), 1) > 0.75     # thin toy limbs, half a crop pixel apart
+        da, db = crop_depth(fa.depth_mm, box_a).astype(float), crop_depth(fb.depth_mm, box_a).astype(float)
+        both = (da > 0) & (db > 0)
+        rel = np.abs(da - db)[both] / da[both]       # sloped walls change depth fast across half a block
+        assert np.median(rel) < 0.01 and np.mean(rel < 0.05) > 0.9
+    assert strided >= 2
+
+
+@pytest.mark.skipif(not DEFAULT_BODY_PATH.is_file(), reason="open body asset not built yet")
+def test_real_body_samples_have_joints_on_the_person():
+    """With the real open body (joints inside the mesh): visible joints sit on the person's mask."""
+    eng = SynthEngine(BodyModel.from_file(DEFAULT_BODY_PATH), SynthConfig(out_size=96, scene=FAST_SCENE), threads=1)
+    near, n_vis = [], 0
+    for s in eng.make_samples(1, range(6)):
+        for (u, v) in np.concatenate([s.joints2d[s.joints_vis], s.lsp2d[s.lsp_vis]]):
+            r, c = int(round(v)), int(round(u))
+            near.append(s.mask[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2].any())
+        n_vis += int(s.joints_vis.sum())
+    assert n_vis >= 40 and np.mean(near) >= 0.97

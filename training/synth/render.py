@@ -1,0 +1,539 @@
+"""Ray-cast rendering of synthetic scenes in the Azure Kinect's depth and color cameras (Open3D, CPU).
+
+Each image is rendered in its own camera with that camera's calibrated distortion: every pixel's ray
+comes from the calibration's undistorted ray table (`CameraIntrinsics.xy_table`, rays (x, y, 1) at z = 1),
+computed once per camera (`RigCameras`, cached per rig). Geometry lives in the **depth camera frame**
+(OpenCV axes, metres); the color camera's rays start at its centre in that frame, o = -R^T t, and point
+along R^T (x, y, 1) for depth_to_color (R, t). Because both ray tables have z = 1 in their own camera,
+Open3D's `t_hit` *is* that camera's z-depth.
+
+Depth images are ideal z-depth (metres, 0 = no hit or a pixel outside the calibrated field of view);
+the sensor model in `training.synth.depth_noise` turns them into DEPTH16. Color images are linear RGB
+radiance from Lambertian shading (ambient + directional lights, no shadows) of procedural albedo
+(`training.synth.appearance`), then `color_sensor_image` applies exposure, white balance, vignetting,
+shot/read noise, optional blur and sRGB encoding (uint8, OpenCV BGR order); `jpeg_roundtrip` adds JPEG
+artefacts (recordings get theirs from the MJPG writer instead).
+
+A window (x0, y0, x1, y1), half-open integer pixel bounds, renders only part of an image: the result is
+exactly the same pixels as a full-frame render cut to the window (same rays), which is how training
+crops avoid rendering whole frames. A `Grid` adds a stride s >= 1: one ray per s x s block, expanded
+back to the window afterwards (nearest for depth and labels, bilinear for color); training crops use
+it only when the crop itself samples the image more coarsely than s.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from calibration.intrinsics import CameraIntrinsics
+from calibration.rig import RgbdRig
+from training.synth.appearance import linear_to_srgb
+from training.synth.scene import Lighting, SensorPose, TriangleSoup
+
+__all__ = [
+    "Window", "Grid", "CameraRays", "RigCameras", "rig_cameras", "SceneMesh", "Hits", "DepthRender", "ColorRender",
+    "render_depth", "render_color", "ColorSensorConfig", "ColorSensorSpec", "sample_color_sensor",
+    "color_sensor_image", "encode_srgb", "jpeg_roundtrip", "full_window", "vertex_normals",
+]
+
+Window = tuple[int, int, int, int]   # x0, y0, x1, y1 (half-open), pixels
+
+
+def full_window(cam: CameraIntrinsics) -> Window:
+    return (0, 0, cam.width, cam.height)
+
+
+class CameraRays:
+    """Ray table of one camera: dirs (H, W, 3) float32 with z = 1 (undistorted), valid (H, W) bool.
+
+    Invalid pixels (outside the calibrated field of view) get the direction (0, 0, 1) and are masked
+    out of every render.
+    """
+
+    def __init__(self, intrinsics: CameraIntrinsics):
+        self.intrinsics = intrinsics
+        xy, valid = intrinsics.xy_table()
+        dirs = np.ones((intrinsics.height, intrinsics.width, 3), np.float32)
+        dirs[..., :2] = np.where(valid[..., None], xy, 0.0)
+        self.dirs = dirs
+        self.valid = np.asarray(valid, dtype=bool)
+        self.dirs.setflags(write=False)
+        self.valid.setflags(write=False)
+
+    @property
+    def half_fov(self) -> tuple[float, float]:
+        """(horizontal, vertical) half field of view, radians, along the image's middle row / column."""
+        h, w = self.valid.shape
+        row = self.dirs[h // 2][self.valid[h // 2]]
+        col = self.dirs[:, w // 2][self.valid[:, w // 2]]
+        return (math.atan(float(np.abs(row[:, 0]).max())), math.atan(float(np.abs(col[:, 1]).max())))
+
+
+@dataclass(frozen=True)
+class RigCameras:
+    """Ray tables of a rig's depth and color cameras; color rays expressed in the depth camera frame."""
+
+    rig: RgbdRig
+    depth: CameraRays
+    color: CameraRays
+    color_origin: np.ndarray      # (3,) color camera centre in the depth frame, metres
+    color_to_depth_R: np.ndarray  # (3, 3) rotates color-frame directions into the depth frame
+    color_dirs: np.ndarray        # (Hc, Wc, 3) float32 color rays in the depth frame (color-frame z = 1)
+
+
+_RIG_CACHE: dict[str, RigCameras] = {}
+
+
+def rig_cameras(rig: RgbdRig) -> RigCameras:
+    """Ray tables for `rig`, built on first use and cached (keyed by the rig's full JSON description)."""
+    import json
+    key = json.dumps(rig.to_dict(), sort_keys=True)
+    cams = _RIG_CACHE.get(key)
+    if cams is None:
+        R, t = rig.depth_to_color.R, rig.depth_to_color.t
+        color = CameraRays(rig.color)
+        color_dirs = np.ascontiguousarray((color.dirs.astype(np.float64) @ R).astype(np.float32))
+        color_dirs.setflags(write=False)
+        cams = RigCameras(rig=rig, depth=CameraRays(rig.depth), color=color, color_origin=-R.T @ t,
+                          color_to_depth_R=R.T.copy(), color_dirs=color_dirs)
+        if len(_RIG_CACHE) >= 16:
+            _RIG_CACHE.pop(next(iter(_RIG_CACHE)))
+        _RIG_CACHE[key] = cams
+    return cams
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted vertex normals (N, 3) float32, unit length (zero for unused vertices)."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces)
+    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    idx = f.ravel()
+    vn = np.stack([np.bincount(idx, weights=np.repeat(fn[:, c], 3), minlength=len(v)) for c in range(3)], axis=1)
+    n = np.linalg.norm(vn, axis=1, keepdims=True)
+    return (vn / np.where(n > 0, n, 1.0)).astype(np.float32)
+
+
+@dataclass
+class Hits:
+    """First hits of a batch of rays (any leading shape S): t (S) float32 (inf = miss); face (S) int64
+    (-1 = miss); bary (S, 2) barycentric (u, v): point = (1-u-v) A + u B + v C; normal (S, 3) the hit
+    triangle's unit normal (either orientation)."""
+
+    t: np.ndarray
+    face: np.ndarray
+    bary: np.ndarray
+    normal: np.ndarray
+
+    @property
+    def hit(self) -> np.ndarray:
+        return self.face >= 0
+
+
+class SceneMesh:
+    """An Open3D RaycastingScene over a TriangleSoup (depth camera frame) plus per-face lookup tables.
+
+    People (faces with face_person >= 0) are shaded with interpolated vertex normals and per-vertex
+    albedo (their materials evaluated once per frame at the rest-pose texture coordinates: garment
+    patterns are >= 4 cm, vertices ~1-2 cm apart); everything else with flat triangle normals and
+    per-pixel procedural albedo. Build one per rendered frame; used by one thread.
+    threads: Open3D worker threads per cast (0 = all cores; data generation workers use 1).
+    """
+
+    def __init__(self, soup: TriangleSoup, threads: int = 0):
+        import open3d as o3d  # lazy: keeps `import training.synth.render` cheap
+        self._o3d = o3d
+        self.soup = soup
+        self.threads = int(threads)
+        self.faces = np.ascontiguousarray(soup.faces, dtype=np.int32)
+        self.smooth_face = soup.face_person >= 0
+        mats = soup.materials
+        n_v = len(soup.vertices)
+        # per-vertex (normal xyz, albedo rgb) of people; zeros elsewhere
+        self.person_attr = np.zeros((n_v, 6), np.float32)
+        if self.smooth_face.any():
+            pf = self.faces[self.smooth_face]
+            used = np.zeros(n_v, bool)
+            used[pf.ravel()] = True
+            self.person_attr[used, :3] = vertex_normals(soup.vertices, pf)[used]
+            vmat = np.full(n_v, -1, np.int64)
+            vmat[pf[:, 0]] = soup.face_material[self.smooth_face]
+            vmat[pf[:, 1]] = soup.face_material[self.smooth_face]
+            vmat[pf[:, 2]] = soup.face_material[self.smooth_face]
+            tex = soup.texcoords
+            for m in np.unique(vmat[vmat >= 0]):
+                sel = np.flatnonzero(vmat == m)
+                self.person_attr[sel, 3:] = mats[int(m)].albedo(tex[sel])
+        self.texcoords = soup.texcoords.astype(np.float32)
+        self.mat_color = np.array([m.color for m in mats], np.float32).reshape(-1, 3)
+        self.mat_solid = np.array([m.pattern == "solid" for m in mats], bool)
+        self.face_ir = np.array([m.ir_reflectance for m in mats], np.float32)[soup.face_material] \
+            if mats else np.zeros(0, np.float32)
+        self._scene = o3d.t.geometry.RaycastingScene(nthreads=self.threads)
+        if soup.num_faces:
+            self._scene.add_triangles(o3d.core.Tensor(soup.vertices.astype(np.float32)),
+                                      o3d.core.Tensor(self.faces.astype(np.uint32)))
+
+    def cast(self, origins: np.ndarray, dirs: np.ndarray) -> Hits:
+        """origins (3,) or (..., 3) and dirs (..., 3) float32 -> Hits; t in units of |dir|."""
+        dirs = np.asarray(dirs, np.float32)
+        shape = dirs.shape[:-1]
+        if self.soup.num_faces == 0:
+            return Hits(np.full(shape, np.inf, np.float32), np.full(shape, -1, np.int64),
+                        np.zeros(shape + (2,), np.float32), np.zeros(shape + (3,), np.float32))
+        rays = np.empty(shape + (6,), np.float32)
+        rays[..., :3] = origins
+        rays[..., 3:] = dirs
+        out = self._scene.cast_rays(self._o3d.core.Tensor(rays), nthreads=self.threads)
+        t = out["t_hit"].numpy()
+        prim = out["primitive_ids"].numpy()
+        face = np.where(np.isfinite(t), prim.astype(np.int64), -1)
+        return Hits(t=t, face=face, bary=out["primitive_uvs"].numpy(), normal=out["primitive_normals"].numpy())
+
+    # ---------------------------------------------------------------- per-hit surface attributes
+    def interpolate(self, per_vertex: np.ndarray, face: np.ndarray, bary: np.ndarray) -> np.ndarray:
+        """Barycentric interpolation of per-vertex values (N, C) at hits (face (M,), bary (M, 2)) -> (M, C)."""
+        tri = np.take(self.faces, face, axis=0)
+        a = np.take(per_vertex, tri[:, 0], axis=0)
+        b = np.take(per_vertex, tri[:, 1], axis=0)
+        c = np.take(per_vertex, tri[:, 2], axis=0)
+        b -= a
+        c -= a
+        b *= bary[:, 0:1]
+        c *= bary[:, 1:2]
+        a += b
+        a += c
+        return a
+
+    def surface(self, face: np.ndarray, bary: np.ndarray, flat: np.ndarray,
+                ray_dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Shading normals (M, 3), unit, facing the incoming rays (M, 3), and linear RGB albedo (M, 3)."""
+        n = np.array(flat, dtype=np.float32, copy=True)
+        mats = self.soup.face_material[face]
+        rgb = np.take(self.mat_color, mats, axis=0)
+        smooth = np.flatnonzero(self.smooth_face[face])
+        if smooth.size:
+            attr = self.interpolate(self.person_attr, face[smooth], bary[smooth])
+            ns = attr[:, :3]
+            ns /= np.maximum(np.linalg.norm(ns, axis=1, keepdims=True), np.float32(1e-12))
+            n[smooth] = ns
+            rgb[smooth] = attr[:, 3:]
+        flip = np.einsum("ij,ij->i", n, ray_dirs) > 0
+        n[flip] *= -1.0
+        patterned = np.flatnonzero(~self.mat_solid[mats] & ~self.smooth_face[face])
+        if patterned.size:
+            pm = mats[patterned]
+            tex = self.interpolate(self.texcoords, face[patterned], bary[patterned])
+            for m in np.flatnonzero(np.bincount(pm, minlength=len(self.mat_solid))):
+                sel = pm == m
+                rgb[patterned[sel]] = self.soup.materials[int(m)].albedo(tex[sel])
+        return n, rgb
+
+
+# ------------------------------------------------------------------------------------------ renders
+@dataclass(frozen=True)
+class Grid:
+    """Which rays of an image a render casts: window (x0, y0, x1, y1), half-open, and a stride s >= 1.
+
+    s = 1: one ray per pixel of the window, straight from the camera's ray table (exact). s > 1
+    (float): one ray per s x s block, through the block centre x0 + (s - 1) / 2 + s i (clamped to the
+    window), its direction interpolated bilinearly from the ray table (smooth: the error is below
+    0.01 px in the NFOV modes and up to 0.1 px at the rim of the wide field of view); `upsample_*`
+    expands such a render back to the window's pixels.
+    """
+
+    window: Window
+    stride: float = 1.0
+
+    def __post_init__(self) -> None:
+        x0, y0, x1, y1 = self.window
+        if not (x1 > x0 and y1 > y0) or not self.stride >= 1.0:
+            raise ValueError(f"bad render grid: window {self.window}, stride {self.stride}")
+
+    @property
+    def exact(self) -> bool:
+        return self.stride == 1.0
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the window in image pixels."""
+        return (self.window[2] - self.window[0], self.window[3] - self.window[1])
+
+    @property
+    def offset(self) -> float:
+        """Image coordinate of the first sample relative to the window corner: (s - 1) / 2."""
+        return (self.stride - 1.0) / 2.0
+
+    def _coords(self, lo: int, hi: int) -> np.ndarray:
+        n = int(math.ceil((hi - lo) / self.stride - 1e-9))
+        return np.minimum(lo + self.offset + self.stride * np.arange(n), hi - 1.0)
+
+    @property
+    def xs(self) -> np.ndarray:
+        """Image x of each grid column (w,) float64."""
+        return self._coords(self.window[0], self.window[2])
+
+    @property
+    def ys(self) -> np.ndarray:
+        """Image y of each grid row (h,) float64."""
+        return self._coords(self.window[1], self.window[3])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(h, w) of a render on this grid."""
+        return (len(self.ys), len(self.xs))
+
+    def take(self, table: np.ndarray) -> np.ndarray:
+        """The grid's entries of a per-pixel table (H, W[, C]): sliced when exact, else separable
+        bilinear interpolation in float32 (float tables) or, for bool tables (ray validity), True only
+        where all four interpolation neighbours are True (no rays blended across the field-of-view edge)."""
+        x0, y0, x1, y1 = self.window
+        if self.exact:
+            return table[y0:y1, x0:x1]
+        xs, ys = self.xs, self.ys
+        H, W = table.shape[:2]
+        iy = np.clip(np.floor(ys).astype(np.int64), 0, H - 2)
+        ix = np.clip(np.floor(xs).astype(np.int64), 0, W - 2)
+        if table.dtype == bool:   # valid only where all four interpolation neighbours are
+            r0, r1 = table[iy], table[iy + 1]
+            return r0[:, ix] & r0[:, ix + 1] & r1[:, ix] & r1[:, ix + 1]
+        extra = (None,) * (table.ndim - 2)
+        fy = (ys - iy).astype(np.float32)[(slice(None), None) + extra]
+        fx = (xs - ix).astype(np.float32)[(None, slice(None)) + extra]
+        ry, rx = slice(iy[0], iy[-1] + 2), slice(ix[0], ix[-1] + 2)     # only the window's part of the table
+        table = table[ry, rx]
+        iy = iy - ry.start
+        ix = ix - rx.start
+        rows = table[iy] * (np.float32(1.0) - fy) + table[iy + 1] * fy
+        return rows[:, ix] * (np.float32(1.0) - fx) + rows[:, ix + 1] * fx
+
+    def _expand(self, arr: np.ndarray, interpolation: int) -> np.ndarray:
+        w, h = self.size
+        s, o = self.stride, self.offset
+        M = np.array([[1.0 / s, 0.0, -o / s], [0.0, 1.0 / s, -o / s]])  # window px -> grid px
+        return cv2.warpAffine(arr, M, (w, h), flags=interpolation | cv2.WARP_INVERSE_MAP,
+                              borderMode=cv2.BORDER_REPLICATE)
+
+    def upsample_nearest(self, arr: np.ndarray) -> np.ndarray:
+        """A grid render (h, w) bool / uint8 / uint16 / float32 -> the window's pixels (nearest sample)."""
+        if self.exact:
+            return arr
+        if arr.dtype == bool:
+            return self._expand(arr.view(np.uint8), cv2.INTER_NEAREST).view(bool)
+        return self._expand(arr, cv2.INTER_NEAREST)
+
+    def upsample_linear(self, img: np.ndarray) -> np.ndarray:
+        """A grid image (h, w[, C]) -> the window's pixels, bilinear between samples (edges replicated)."""
+        return img if self.exact else self._expand(img, cv2.INTER_LINEAR)
+
+
+@dataclass
+class DepthRender:
+    """Ideal depth-camera render on a grid (h, w): z float32 metres (0 = nothing), face int64 (-1 =
+    nothing), obj int8 OBJ_* (-1 = nothing), person int16 (-1 = not a person), normals (h, w, 3) triangle
+    normals, camera frame, either orientation (zero where nothing), reflectance 850 nm in [0, 1]."""
+
+    grid: Grid
+    z: np.ndarray
+    face: np.ndarray
+    obj: np.ndarray
+    person: np.ndarray
+    normals: np.ndarray
+    reflectance: np.ndarray
+
+    @property
+    def window(self) -> Window:
+        return self.grid.window
+
+
+@dataclass
+class ColorRender:
+    """Linear RGB radiance on a color-camera grid (h, w, 3) float32 (R, G, B); face (h, w) int64 hit
+    triangle (-1 = nothing)."""
+
+    grid: Grid
+    linear: np.ndarray
+    face: np.ndarray
+
+    @property
+    def window(self) -> Window:
+        return self.grid.window
+
+
+def _as_grid(where: Optional[Window | Grid], cam: CameraIntrinsics) -> Grid:
+    grid = where if isinstance(where, Grid) else Grid(full_window(cam) if where is None else
+                                                      tuple(int(v) for v in where))  # type: ignore[arg-type]
+    x0, y0, x1, y1 = grid.window
+    if not (0 <= x0 < x1 <= cam.width and 0 <= y0 < y1 <= cam.height):
+        raise ValueError(f"window {grid.window} is empty or outside the {cam.width}x{cam.height} image")
+    return grid
+
+
+def render_depth(mesh: SceneMesh, cams: RigCameras, where: Optional[Window | Grid] = None) -> DepthRender:
+    """Render the depth camera (origin 0, its ray table) on a window or grid (default: full frame)."""
+    grid = _as_grid(where, cams.rig.depth)
+    dirs = grid.take(cams.depth.dirs)
+    valid = grid.take(cams.depth.valid)
+    hits = mesh.cast(np.zeros(3, np.float32), dirs)
+    hit = hits.hit & valid
+    if hit.all():   # the usual case: a closed room, every ray inside the field of view
+        face, z, normals = hits.face, hits.t, hits.normal
+        obj = mesh.soup.face_object[face]
+        person = mesh.soup.face_person[face]
+        refl = mesh.face_ir[face]
+    else:
+        face = np.where(hit, hits.face, -1)
+        safe = np.maximum(face, 0)
+        z = np.where(hit, hits.t, np.float32(0.0)).astype(np.float32)
+        obj = np.where(hit, mesh.soup.face_object[safe], np.int8(-1)).astype(np.int8)
+        person = np.where(hit, mesh.soup.face_person[safe], np.int16(-1)).astype(np.int16)
+        refl = np.where(hit, mesh.face_ir[safe] if mesh.face_ir.size else np.float32(0), np.float32(0))
+        refl = refl.astype(np.float32)
+        normals = np.where(hit[..., None], hits.normal, np.float32(0.0)).astype(np.float32)
+    return DepthRender(grid=grid, z=z, face=face, obj=obj, person=person, normals=normals, reflectance=refl)
+
+
+def render_color(mesh: SceneMesh, cams: RigCameras, lighting: Lighting, sensor: SensorPose,
+                 where: Optional[Window | Grid] = None) -> ColorRender:
+    """Render the color camera on a window or grid (default: full frame): Lambertian linear RGB radiance.
+
+    lighting is in the world frame; `sensor` turns its directions into the depth camera frame.
+    """
+    grid = _as_grid(where, cams.rig.color)
+    dirs = grid.take(cams.color_dirs)
+    valid = grid.take(cams.color.valid)
+    hits = mesh.cast(cams.color_origin.astype(np.float32), dirs)
+    hit = hits.hit & valid
+    h, w = hit.shape
+    linear = np.zeros((h * w, 3), np.float32)
+    idx = None if hit.all() else np.flatnonzero(hit)   # usually every ray hits (closed room)
+    if idx is None or idx.size:
+        pick = (lambda a, c: a.reshape(-1, c)) if idx is None else (lambda a, c: a.reshape(-1, c)[idx])
+        f = pick(hits.face, 1)[:, 0]
+        n, albedo = mesh.surface(f, pick(hits.bary, 2), pick(hits.normal, 3), pick(dirs, 3))
+        light_dirs = sensor.direction_to_camera(lighting.directions).astype(np.float32)
+        irradiance = np.maximum(n @ light_dirs.T, np.float32(0.0)) @ lighting.colors.astype(np.float32)
+        irradiance += lighting.ambient.astype(np.float32)
+        albedo *= irradiance
+        if idx is None:
+            linear = albedo
+        else:
+            linear[idx] = albedo
+    return ColorRender(grid=grid, linear=linear.reshape(h, w, 3), face=np.where(hit, hits.face, -1))
+
+
+# ------------------------------------------------------------------------------------------ color sensor
+@dataclass(frozen=True)
+class ColorSensorConfig:
+    """Ranges of the color camera model (per scene or sequence).
+
+    exposure: radiance multiplier range; white_balance_std: per-channel gain jitter (relative);
+    read_noise / shot_noise: ranges of the read-noise std and shot-noise gain in linear units;
+    vignette: range of the relative brightness loss at the image corner; blur_prob, blur_sigma_px:
+    probability and range of a Gaussian defocus blur; jpeg_quality: (min, max) JPEG quality of training
+    crops' color (recordings use the writer's MJPG quality instead).
+    """
+
+    exposure: tuple[float, float] = (0.7, 1.5)
+    white_balance_std: float = 0.05
+    read_noise: tuple[float, float] = (0.002, 0.012)
+    shot_noise: tuple[float, float] = (0.003, 0.012)
+    vignette: tuple[float, float] = (0.0, 0.35)
+    blur_prob: float = 0.3
+    blur_sigma_px: tuple[float, float] = (0.4, 1.2)
+    jpeg_quality: tuple[int, int] = (70, 95)
+
+    def __post_init__(self) -> None:
+        for name in ("exposure", "read_noise", "shot_noise", "vignette", "blur_sigma_px", "jpeg_quality"):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"ColorSensorConfig.{name} must be (min, max) with 0 <= min <= max, got {(lo, hi)}")
+        if not self.jpeg_quality[1] <= 100:
+            raise ValueError(f"ColorSensorConfig.jpeg_quality must be <= 100, got {self.jpeg_quality}")
+        if not 0 <= self.blur_prob <= 1:
+            raise ValueError(f"ColorSensorConfig.blur_prob must be in [0, 1], got {self.blur_prob}")
+
+
+@dataclass(frozen=True)
+class ColorSensorSpec:
+    """One sampled color camera: exposure, wb_gains (3,) R, G, B, read_noise, shot_noise, vignette,
+    blur_sigma_px (0 = none), jpeg_quality."""
+
+    exposure: float
+    wb_gains: tuple[float, float, float]
+    read_noise: float
+    shot_noise: float
+    vignette: float
+    blur_sigma_px: float
+    jpeg_quality: int
+
+
+def sample_color_sensor(rng: np.random.Generator, config: ColorSensorConfig) -> ColorSensorSpec:
+    gains = np.clip(1.0 + rng.normal(0.0, config.white_balance_std, 3), 0.7, 1.3)
+    blur = float(rng.uniform(*config.blur_sigma_px)) if rng.random() < config.blur_prob else 0.0
+    return ColorSensorSpec(exposure=float(rng.uniform(*config.exposure)), wb_gains=tuple(float(g) for g in gains),
+                           read_noise=float(rng.uniform(*config.read_noise)),
+                           shot_noise=float(rng.uniform(*config.shot_noise)),
+                           vignette=float(rng.uniform(*config.vignette)), blur_sigma_px=blur,
+                           jpeg_quality=int(rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1)))
+
+
+_LUT_SIZE = 16384
+
+
+@functools.lru_cache(maxsize=1)
+def _srgb_lut() -> np.ndarray:
+    """uint8 sRGB code for linear values i / (_LUT_SIZE - 1), i = 0.._LUT_SIZE-1 (values >= 1 clip to 255)."""
+    lin = np.arange(_LUT_SIZE, dtype=np.float64) / (_LUT_SIZE - 1)
+    return np.rint(linear_to_srgb(lin) * 255.0).astype(np.uint8)
+
+
+def encode_srgb(linear: np.ndarray) -> np.ndarray:
+    """Linear RGB float (..., 3) -> uint8 sRGB codes, same shape (via a 14-bit lookup table, ~4x faster
+    than the exact curve; differs from it by at most one code in the darkest few levels)."""
+    scaled = np.clip(linear * np.float32(_LUT_SIZE - 1) + np.float32(0.5), 0, _LUT_SIZE - 1)
+    idx = scaled.astype(np.uint16)
+    return _srgb_lut()[idx]
+
+
+def color_sensor_image(linear: np.ndarray, spec: Optional[ColorSensorSpec], rng: Optional[np.random.Generator],
+                       grid: Grid, full_size: tuple[int, int]) -> np.ndarray:
+    """Linear RGB radiance (h, w, 3) rendered on `grid` -> what the color camera delivers: uint8 BGR
+    of the grid's whole window (upsampled if the grid is strided; noise is added before upsampling).
+
+    full_size: (width, height) of the whole image (vignetting is centred on it). spec None = ideal camera
+    (sRGB encoding only, no noise; rng unused).
+    """
+    img = np.asarray(linear, np.float32)
+    if spec is not None:
+        if rng is None:
+            raise ValueError("color_sensor_image needs an rng when a sensor spec is given")
+        W, H = full_size
+        img = img * (np.float32(spec.exposure) * np.asarray(spec.wb_gains, np.float32))
+        if spec.vignette > 0:
+            xs = (grid.xs.astype(np.float32) - np.float32((W - 1) / 2)) / np.float32(W / 2)
+            ys = (grid.ys.astype(np.float32) - np.float32((H - 1) / 2)) / np.float32(H / 2)
+            gain = np.float32(1.0) - np.float32(spec.vignette / 2) * (xs[None, :] ** 2 + ys[:, None] ** 2)
+            img *= gain[..., None]
+        var = np.maximum(img, np.float32(0.0))
+        var *= np.float32(spec.shot_noise)
+        var += np.float32(spec.read_noise ** 2)
+        noise = rng.standard_normal(img.shape, dtype=np.float32)
+        noise *= np.sqrt(var)
+        img += noise
+        if spec.blur_sigma_px > 0:
+            img = cv2.GaussianBlur(img, (0, 0), spec.blur_sigma_px / grid.stride)  # sigma in grid px
+    bgr = np.ascontiguousarray(encode_srgb(img)[..., ::-1])
+    return grid.upsample_linear(bgr)   # (strided grids: interpolated in sRGB codes; invisible at that scale)
+
+
+def jpeg_roundtrip(bgr: np.ndarray, quality: int) -> np.ndarray:
+    """Encode as JPEG at `quality` (0..100) and decode again: the color stream's compression artefacts."""
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(bgr), [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+    if not ok:
+        raise RuntimeError("cv2.imencode('.jpg') failed")
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)
