@@ -1,0 +1,289 @@
+"""app/runtime.py: no torch import, provider choice and fallback, contract checks, file errors, per-frame
+inputs, reused buffers, IO binding, parity with torch through the app's call.
+
+The model is a real export (training.export) of a small lite-derived network at 64 px on the toy body.
+"""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from app.runtime import (LSP_JOINT_NAMES, SMPL_JOINT_NAMES, ContractMismatchError, ExpectedInputs, InferenceSession,
+                         ModelContract, ModelFileError, cuda_unusable_reason, decode_faces, default_normalization,
+                         encode_faces, plan_providers, read_metadata)
+from model import body as model_body
+from model.body import BodyModel
+from model.config import config_from_dict
+from model.network import build_fusemesh
+from tests.toy_body import write_toy_body
+from training.export import torch_outputs, export_onnx
+from training.quantize import pseudo_frames
+
+S = 64
+GPU_USABLE = cuda_unusable_reason(0) is None
+
+
+@pytest.fixture(scope="module")
+def body(tmp_path_factory) -> BodyModel:
+    return BodyModel.from_file(write_toy_body(tmp_path_factory.mktemp("body") / "toy.npz"))
+
+
+@pytest.fixture(scope="module")
+def net(body):
+    torch.manual_seed(1)
+    cfg = config_from_dict({"preset": "lite", "input_size": S, "rgb_encoder": {"width": 8},
+                            "depth_encoder": {"width": 8}, "fusion": {"hidden": [32, 32]},
+                            "regressor": {"hidden": [32, 32]}})
+    net = build_fusemesh(cfg, body).eval()
+    with torch.no_grad():  # make the outputs move with the input (see tests/test_export.py)
+        for name in ("dec_pose", "dec_betas", "dec_cam"):
+            getattr(net.regressor, name).weight.mul_(50.0)
+    return net, cfg
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory, net, body) -> Path:
+    model, cfg = net
+    r = export_onnx(model, cfg, body, tmp_path_factory.mktemp("onnx") / "tiny.fp32.onnx", "fp32", random_weights=True)
+    return r.path
+
+
+@pytest.fixture(scope="module")
+def sess(model_path) -> InferenceSession:
+    return InferenceSession(model_path, providers=("cpu",), cpu_threads=1)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return pseudo_frames(S, 4, seed=9)
+
+
+def hwc(frames, i):
+    return np.ascontiguousarray(frames.rgb[i].transpose(1, 2, 0))
+
+
+def with_metadata(src: Path, dst: Path, **changes: str) -> Path:
+    m = onnx.load(str(src))
+    for entry in m.metadata_props:
+        if entry.key in changes:
+            entry.value = changes[entry.key]
+    onnx.save(m, str(dst))
+    return dst
+
+
+# ------------------------------------------------------------------------------------ import boundary
+def test_runtime_module_does_not_import_torch():
+    code = "import app.runtime, sys; assert 'torch' not in sys.modules, 'torch imported'"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0, r.stderr
+
+
+def test_joint_names_match_the_body_model():
+    assert SMPL_JOINT_NAMES == model_body.SMPL_JOINT_NAMES
+    assert LSP_JOINT_NAMES == model_body.LSP_JOINT_NAMES
+
+
+# ------------------------------------------------------------------------------------------ providers
+@pytest.mark.skipif(GPU_USABLE, reason="this machine has a usable CUDA GPU")
+def test_falls_back_to_cpu_without_cuda_and_says_why_once(model_path, caplog):
+    with caplog.at_level(logging.INFO, logger="app.runtime"):
+        s = InferenceSession(model_path, cpu_threads=1)  # default preference: tensorrt, cuda, cpu
+    assert s.provider == "CPUExecutionProvider" and not s.io_binding
+    cuda = s.skipped["CUDAExecutionProvider"]
+    assert any(w in cuda for w in ("libcuda.so.1", "no CUDA device", "driver", "do not load")), cuda
+    assert s.skipped["TensorrtExecutionProvider"]
+    records = [r for r in caplog.records if r.name == "app.runtime"]
+    assert len(records) == 1
+    line = records[0].getMessage()
+    assert "running on CPUExecutionProvider" in line and cuda in line and "tiny.fp32.onnx" in line
+
+
+def test_provider_plan_honours_the_preference():
+    plan = plan_providers(["cpu"])
+    assert [p for p, _ in plan.providers] == ["CPUExecutionProvider"]
+    assert plan.skipped == {"TensorrtExecutionProvider": "not requested", "CUDAExecutionProvider": "not requested"}
+    with pytest.raises(ValueError, match="unknown provider 'cdua'"):
+        plan_providers(["cdua", "cpu"])
+    full = plan_providers()
+    assert full.providers[-1][0] == "CPUExecutionProvider"
+    assert GPU_USABLE or set(full.skipped) == {"TensorrtExecutionProvider", "CUDAExecutionProvider"}
+
+
+def test_cpu_session_uses_the_given_threads_without_spinning(sess):
+    opts = sess.session.get_session_options()
+    assert opts.intra_op_num_threads == 1
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert sess.warmup_ms > 0
+
+
+# ------------------------------------------------------------------------------------------- parity
+def test_app_call_matches_torch(sess, net, frames):
+    ref = torch_outputs(net[0], frames)
+    assert ref["vertices"].std(axis=0).max() > 2e-3  # 100x the tolerance: a wrong graph would show
+    for i in range(len(frames)):
+        out = sess.run(hwc(frames, i), frames.depth[i, 0], float(frames.ref_depth[i]), frames.stream_mask[i])
+        assert out["vertices"].shape == (1, 222, 3) and out["lsp_joints"].shape == (1, 14, 3)
+        for name in ("theta", "beta", "cam", "vertices", "joints", "lsp_joints"):
+            np.testing.assert_allclose(out[name][0], ref[name][i], atol=2e-5, err_msg=name)
+
+
+def test_batch_call_matches_torch(sess, net, frames):
+    ref = torch_outputs(net[0], frames)
+    out = sess.run(frames.rgb, frames.depth, frames.ref_depth, frames.stream_mask)
+    np.testing.assert_allclose(out["vertices"], ref["vertices"], atol=2e-5)
+
+
+def test_input_layouts_and_units_agree(sess, frames):
+    rgb, depth_m, ref = hwc(frames, 0), frames.depth[0, 0], frames.ref_depth[0]
+    depth_mm = np.round(depth_m * 1000).astype(np.uint16)
+    a = sess.run(rgb, depth_mm, ref)["vertices"].copy()
+    b = sess.run(frames.rgb[0], depth_mm.astype(np.float32) / 1000, ref, (True, True))["vertices"]
+    depth_f64 = (depth_mm.astype(np.float64) / 1000)[None, None]
+    c = sess.run(frames.rgb[:1], depth_f64, np.array([ref]), [[1, 1]])["vertices"]
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(a, c, atol=1e-6)
+    rgb_only = sess.run(rgb, depth_mm, ref, (True, False))["vertices"]
+    assert np.abs(rgb_only - a).max() > 1e-3  # dropping the depth stream changes the answer
+    # with the depth stream off, the reference depth is not needed
+    np.testing.assert_allclose(sess.run(rgb, depth_mm, float("nan"), (True, False))["vertices"], rgb_only, atol=1e-6)
+
+
+def test_buffers_are_reused_and_results_are_not_overwritten(sess, frames):
+    buf = sess._feeds["rgb"]
+    first = sess.run(hwc(frames, 0), frames.depth[0, 0], frames.ref_depth[0])
+    kept = first["vertices"].copy()
+    sess.run(hwc(frames, 1), frames.depth[1, 0], frames.ref_depth[1])
+    assert sess._feeds["rgb"] is buf
+    np.testing.assert_array_equal(buf[0], frames.rgb[1])
+    np.testing.assert_array_equal(first["vertices"], kept)
+
+
+def test_io_binding_path_matches_plain_run(model_path, sess, frames):
+    bound = InferenceSession(model_path, providers=("cpu",), cpu_threads=1, io_binding=True, warmup_runs=1)
+    assert bound.io_binding
+    a = bound.run(hwc(frames, 2), frames.depth[2, 0], frames.ref_depth[2])
+    kept = {k: v.copy() for k, v in a.items()}
+    b = bound.run(hwc(frames, 3), frames.depth[3, 0], frames.ref_depth[3])
+    plain = sess.run(hwc(frames, 3), frames.depth[3, 0], frames.ref_depth[3])
+    for k in plain:
+        np.testing.assert_allclose(b[k], plain[k], atol=1e-6, err_msg=k)
+        np.testing.assert_array_equal(a[k], kept[k], err_msg=k)
+
+
+@pytest.mark.parametrize("args, message", [
+    (dict(rgb=np.zeros((S, S, 3), np.float32)), "rgb must be uint8"),
+    (dict(rgb=np.zeros((S + 1, S, 3), np.uint8)), f"rgb must be \\({S}, {S}, 3\\)"),
+    (dict(depth=np.full((S, S), 2500.0, np.float32)), "depth looks like millimetres"),
+    (dict(depth=np.zeros((S, S), np.int32)), "depth must be float metres or uint16"),
+    (dict(depth=np.zeros((S // 2, S // 2), np.float32)), "depth must be"),
+    (dict(ref=float("nan")), "ref_depth must be a positive depth in metres"),
+    (dict(ref=2500.0), "ref_depth must be a positive depth in metres"),
+    (dict(mask=(False, False)), "both streams off"),
+    (dict(mask=(1, 2)), "stream_mask must be bool or 0/1"),
+    (dict(mask=np.ones((2, 2), bool)), "stream_mask must be \\(2,\\) or \\(1, 2\\)"),
+])
+def test_bad_inputs_get_one_line_errors(sess, args, message):
+    call = dict(rgb=np.zeros((S, S, 3), np.uint8), depth=np.full((S, S), 2.5, np.float32), ref=2.5, mask=None)
+    call.update(args)
+    with pytest.raises(ValueError, match=message) as e:
+        sess.run(call["rgb"], call["depth"], call["ref"], call["mask"])
+    assert "\n" not in str(e.value)
+
+
+# ------------------------------------------------------------------------------------------ contract
+def test_contract_round_trip_and_faces(model_path, body):
+    c = ModelContract.from_file(model_path)
+    assert ModelContract.from_metadata(c.to_metadata()) == c
+    np.testing.assert_array_equal(c.faces(), body.faces)
+    f = np.array([[0, 1, 2], [2, 3, 70000]])
+    np.testing.assert_array_equal(decode_faces(encode_faces(f), 2), f)
+
+
+def test_input_size_mismatch_is_refused(model_path):
+    message = r"input size mismatch: the model takes 64x64 crops, the app feeds 128x128"
+    with pytest.raises(ContractMismatchError, match=message):
+        InferenceSession(model_path, expected=ExpectedInputs(input_size=128))
+    InferenceSession(model_path, expected=ExpectedInputs(input_size=S), providers=("cpu",), warmup_runs=0)
+
+
+def test_normalisation_mismatch_is_refused(model_path, tmp_path):
+    norm = default_normalization()
+    norm["rgb"]["mean"] = [0.5, 0.5, 0.5]
+    import json
+
+    bad = with_metadata(model_path, tmp_path / "old_norm.onnx", normalization=json.dumps(norm))
+    with pytest.raises(ContractMismatchError, match=r"old_norm.onnx: rgb normalisation mismatch at mean.0"):
+        InferenceSession(bad)
+    app_norm = default_normalization()
+    app_norm["depth"]["clip_m"] = 2.0
+    with pytest.raises(ContractMismatchError, match=r"depth normalisation mismatch at clip_m"):
+        InferenceSession(model_path, expected=ExpectedInputs(normalization=app_norm))
+
+
+def test_joint_name_mismatch_is_refused(model_path, tmp_path):
+    import json
+
+    names = list(SMPL_JOINT_NAMES)
+    names[1], names[2] = names[2], names[1]
+    bad = with_metadata(model_path, tmp_path / "swapped.onnx", joint_names=json.dumps(names))
+    with pytest.raises(ContractMismatchError, match=r"joint_names mismatch at index 1: model has 'right_hip', "
+                                                    r"app expects 'left_hip'"):
+        InferenceSession(bad)
+
+
+def test_unsupported_contract_version_is_refused(model_path, tmp_path):
+    bad = with_metadata(model_path, tmp_path / "future.onnx", contract_version="99")
+    with pytest.raises(ModelFileError, match="contract version 99 is not supported"):
+        InferenceSession(bad)
+
+
+# ------------------------------------------------------------------------------------------ file errors
+def test_file_errors_name_the_file_and_the_problem(model_path, tmp_path):
+    cases = {}
+    cases["missing.onnx"] = "model file not found"
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    cases["empty.onnx"] = "file is empty"
+    (tmp_path / "notes.onnx").write_text("this is a text file, not a model\n" * 20)
+    cases["notes.onnx"] = "not an ONNX model"
+    np.savez(tmp_path / "weights.npz", a=np.zeros(3))
+    (tmp_path / "weights.npz").rename(tmp_path / "weights.onnx")
+    cases["weights.onnx"] = "a zip archive"
+    data = model_path.read_bytes()
+    (tmp_path / "truncated.onnx").write_bytes(data[: len(data) * 2 // 3])
+    cases["truncated.onnx"] = "truncated or corrupt"
+    plain = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["x"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])]))
+    onnx.save(plain, str(tmp_path / "other.onnx"))
+    cases["other.onnx"] = "no FuseMesh metadata"
+    for name, message in cases.items():
+        with pytest.raises(ModelFileError, match=message) as e:
+            InferenceSession(tmp_path / name)
+        assert str(tmp_path / name) in str(e.value) and "\n" not in str(e.value), name
+        assert isinstance(e.value, ValueError)
+
+
+def test_read_metadata_skips_the_weights(model_path):
+    meta = read_metadata(model_path)
+    assert meta["format"] == "fusemesh.onnx" and meta["variant"] == "fp32" and meta["random_weights"] == "true"
+
+
+# ------------------------------------------------------------------------------------------ GPU
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU_USABLE, reason="no usable CUDA GPU")
+def test_cuda_session_binds_io_and_matches_cpu(model_path, sess, frames):
+    gpu = InferenceSession(model_path, providers=("cuda", "cpu"))
+    assert gpu.provider == "CUDAExecutionProvider" and gpu.io_binding
+    a = gpu.run(hwc(frames, 0), frames.depth[0, 0], frames.ref_depth[0])
+    b = sess.run(hwc(frames, 0), frames.depth[0, 0], frames.ref_depth[0])
+    for k in b:
+        np.testing.assert_allclose(a[k], b[k], atol=1e-3, err_msg=k)
