@@ -198,16 +198,18 @@ def load_config(path: str | Path) -> ModelConfig:
         raise ValueError(f"{path}: {e}") from None
 
 
+def to_plain(v: Any) -> Any:
+    """Nested dicts/tuples/lists as plain dicts and lists (for YAML/JSON/checkpoint metadata)."""
+    if isinstance(v, dict):
+        return {k: to_plain(x) for k, x in v.items()}
+    if isinstance(v, (tuple, list)):
+        return [to_plain(x) for x in v]
+    return v
+
+
 def config_to_dict(cfg: ModelConfig) -> dict[str, Any]:
     """Plain nested dict (tuples as lists) that `config_from_dict` turns back into `cfg`."""
-    def plain(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        if isinstance(v, (tuple, list)):
-            return [plain(x) for x in v]
-        return v
-
-    return plain(dataclasses.asdict(cfg))
+    return to_plain(dataclasses.asdict(cfg))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model.config import ModelConfig, _build, _check, _merge, config_from_dict, config_to_dict
+from model.config import ModelConfig, _build, _check, _merge, config_from_dict, config_to_dict, to_plain
 
 SOURCE_KINDS = ("rgbd", "rgb")
 SOURCE_LABELS = ("smpl", "kinect_v1_like", "kinect_v2_like", "none")
@@ -267,16 +267,9 @@ def load_train_config(path: str | Path) -> TrainConfig:
 
 def train_config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
     """Plain nested dict (tuples as lists) that `train_config_from_dict` turns back into `cfg`."""
-    def plain(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        if isinstance(v, (tuple, list)):
-            return [plain(x) for x in v]
-        return v
-
     out: dict[str, Any] = {"model": config_to_dict(cfg.model)}
     for name in _SECTIONS:
-        out[name] = plain(dataclasses.asdict(getattr(cfg, name)))
+        out[name] = to_plain(dataclasses.asdict(getattr(cfg, name)))
     return out
 
 
