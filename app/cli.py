@@ -41,7 +41,7 @@ log = logging.getLogger("app")
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_RECORDING = REPO / "assets" / "demo" / "demo.mkv"
-DEFAULT_MODEL = REPO / "assets" / "models" / "fusemesh_lite.fp32.onnx"
+DEFAULT_MODEL = REPO / "assets" / "weights" / "fusemesh_lite.onnx"
 EXIT_OK, EXIT_INPUT, EXIT_MODEL, EXIT_INTERRUPTED = 0, 2, 3, 130
 _MODES = ("auto", "rgbd", "depth", "rgb")
 _PROVIDERS = ("tensorrt", "cuda", "cpu")

@@ -1,6 +1,6 @@
 """ONNX Runtime inference of an exported FuseMesh graph: raw crops in, SMPL mesh out. numpy only (no torch).
 
-    sess = InferenceSession("assets/models/fusemesh_lite.fp32.onnx", expected=ExpectedInputs(input_size=128))
+    sess = InferenceSession("assets/weights/fusemesh_lite.onnx", expected=ExpectedInputs(input_size=128))
     out = sess.run(rgb, depth, ref_depth, stream_mask)     # dict of numpy arrays, batch axis first
     out["vertices"]  # (1, V, 3) metres;  sess.contract.faces() (F, 3) int32 for drawing
 
