@@ -31,25 +31,6 @@ CALIBRATION = REPO / "assets" / "calibration" / "azure_kinect_default.json"
 N_FRAMES, CUT = 10, 6  # clip length; the variants lose a stream from frame CUT on
 
 
-@pytest.fixture(scope="module")
-def lite_model(tmp_path_factory) -> Path:
-    """A random-weight `lite` model exported once per test session (shared through the session's tmp)."""
-    path = tmp_path_factory.getbasetemp() / "fusemesh_lite_random.fp32.onnx"
-    if not path.exists():
-        from model.body import DEFAULT_BODY_PATH, BodyModel
-        from model.config import preset
-        from model.network import build_fusemesh
-        from training.export import export_onnx
-
-        torch.manual_seed(0)
-        body = BodyModel.from_file(DEFAULT_BODY_PATH)
-        cfg = preset("lite")
-        partial = path.with_name("partial_" + path.name)
-        export_onnx(build_fusemesh(cfg, body).eval(), cfg, body, partial, "fp32", random_weights=True)
-        partial.replace(path)
-    return path
-
-
 def rerecord(src: Path, dst: Path, drop: str | None = None, from_frame: int = 0, color_track: bool = True) -> Path:
     """Copy a recording capture by capture (same timestamps, depth bit-exact, color re-encoded), leaving out
     `drop` ("color" | "depth") from capture `from_frame` on (color_track=False: no color track at all);
