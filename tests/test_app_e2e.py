@@ -19,7 +19,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from app.cli import main
 from training.synth.k4a_writer import K4ARecordingConfig, K4ARecordingWriter, read_sidecar, write_sidecar
