@@ -82,3 +82,5 @@ def test_direction_checks_compare_the_right_numbers():
     cad_claim = [c for c in checks if c.startswith("A 3D-supervised model trained on CAD")][0]
     assert checks[pku_claim][0] is True and checks[cad_claim][0] is False
     assert checks["Lsmpl (USCG pseudo labels) lowers the joint-training error (RGB-D)"] == (None, "missing")
+    joint = [c for c in checks if c.startswith("Joint training with USCG + DRC")][0]
+    assert checks[joint] == (None, "missing")  # fusion_smpl_drc was not run

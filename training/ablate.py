@@ -270,7 +270,7 @@ def directions(r: dict[str, dict[tuple[str, str], float]]) -> list[tuple[str, bo
     out: list[tuple[str, bool | None, str]] = []
 
     def claim(text: str, a: float | None, b: float | None, tol: float = 0.0, name_a: str = "", name_b: str = "") -> None:
-        if a is None or b is None:
+        if a is None or b is None or not (np.isfinite(a) and np.isfinite(b)):
             out.append((text, None, "missing"))
             return
         out.append((text, a < b + tol, f"{name_a} {a:.1f} vs {name_b} {b:.1f} mm"))
@@ -295,13 +295,21 @@ def directions(r: dict[str, dict[tuple[str, str], float]]) -> list[tuple[str, bo
     claim("smpl + rank is better than 2d+adv (RGB-D)", avg("fusion_smpl_drc", "rgbd"), avg("fusion", "rgbd"),
           name_a="+smpl+rank", name_b="2d+adv")
     claim("Joint training with USCG + DRC beats the single-dataset model tested cross-dataset (RGB-D, worst case)",
-          max(g("fusion_smpl_drc", "PKU", "rgbd") or np.nan, g("fusion_smpl_drc", "CAD", "rgbd") or np.nan),
-          min(g("3d_pku", "CAD", "rgbd") or np.nan, g("3d_cad", "PKU", "rgbd") or np.nan),
+          _max(g("fusion_smpl_drc", "PKU", "rgbd"), g("fusion_smpl_drc", "CAD", "rgbd")),
+          _min(g("3d_pku", "CAD", "rgbd"), g("3d_cad", "PKU", "rgbd")),
           name_a="joint (worse set)", name_b="cross-dataset (better)")
     for m in ("rgb", "depth", "rgbd"):
         claim(f"Adding RGB-only data lowers the error with {m.upper()} input",
               avg("fusion_smpl_drc_rgb", m), avg("fusion_smpl_drc", m), name_a="w/ RGB", name_b="w/o")
     return out
+
+
+def _max(*v: float | None) -> float | None:
+    return None if any(x is None for x in v) else max(v)
+
+
+def _min(*v: float | None) -> float | None:
+    return None if any(x is None for x in v) else min(v)
 
 
 # ------------------------------------------------------------------------------------ main
