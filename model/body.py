@@ -37,6 +37,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 import smplx
 import torch
+from smplx import lbs as smplx_lbs
 from smplx.utils import Struct
 
 __all__ = [
@@ -145,6 +146,13 @@ class BodyModel(smplx.SMPL):
                 use_hands=False, use_feet_keypoints=False,
             )
         self.vertex_joint_selector = _KeepJoints()
+        # A model without pose correctives (the open body) has all-zero posedirs: 207 x 3V floats (~34 MB
+        # for 13k vertices) that would only multiply zeros, in every forward and inside every exported
+        # ONNX graph. Drop the buffer; `forward` then skips the pose blend shapes (same result, exactly).
+        self.has_pose_correctives = bool(np.any(np.asarray(arrays["posedirs"]) != 0))
+        if not self.has_pose_correctives:
+            del self._buffers["posedirs"]
+            self.posedirs = None
         parents = _StaticParents(int(p) for p in self.parents.tolist())
         del self._buffers["parents"]
         self.parents = parents
@@ -215,12 +223,39 @@ class BodyModel(smplx.SMPL):
             betas = betas.to(device=device, dtype=dtype).expand(batch, -1)
         if transl is not None:
             transl = _batched(transl, "transl", batch, (3,), dtype, device)
-        out = super().forward(betas=betas, body_pose=body_pose, global_orient=global_orient,
-                              transl=transl, pose2rot=pose2rot)
-        vertices, joints = out.vertices, out.joints
+        full_pose = torch.cat([global_orient.reshape(batch, -1), body_pose.reshape(batch, -1)], dim=1)
+        vertices, joints = self._skin(betas, full_pose, pose2rot)
+        if transl is not None:
+            vertices = vertices + transl.unsqueeze(1)
+            joints = joints + transl.unsqueeze(1)
         lsp = torch.cat([joints.index_select(1, self.lsp_joint_index),
                          vertices.index_select(1, self.lsp_vertex_index)], dim=1)
         return BodyOutput(vertices=vertices, joints=joints, lsp_joints=lsp)
+
+    def _skin(self, betas: torch.Tensor, full_pose: torch.Tensor, pose2rot: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """SMPL linear blend skinning (smplx's `lbs`, pose blend shapes only when the model has them).
+
+        betas (B, num_betas); full_pose (B, 72) axis-angle or (B, 216) rotation matrices, root first.
+        Returns vertices (B, V, 3) and joints (B, 24, 3), metres, before translation.
+        """
+        B = betas.shape[0]
+        v_shaped = self.v_template + smplx_lbs.blend_shapes(betas, self.shapedirs)
+        J = smplx_lbs.vertices2joints(self.J_regressor, v_shaped)
+        if pose2rot:
+            rot_mats = smplx_lbs.batch_rodrigues(full_pose.reshape(-1, 3)).view(B, -1, 3, 3)
+        else:
+            rot_mats = full_pose.reshape(B, -1, 3, 3)
+        if self.posedirs is not None:
+            ident = torch.eye(3, dtype=v_shaped.dtype, device=v_shaped.device)
+            pose_feature = (rot_mats[:, 1:] - ident).reshape(B, -1)
+            v_posed = v_shaped + torch.matmul(pose_feature, self.posedirs).view(B, -1, 3)
+        else:
+            v_posed = v_shaped.expand(B, -1, -1)
+        joints, A = smplx_lbs.batch_rigid_transform(rot_mats, J, self.parents, dtype=v_shaped.dtype)
+        n_joints = A.shape[1]
+        T = torch.matmul(self.lbs_weights, A.reshape(B, n_joints, 16)).view(B, -1, 4, 4)
+        vertices = torch.matmul(T[..., :3, :3], v_posed.unsqueeze(-1))[..., 0] + T[..., :3, 3]
+        return vertices, joints
 
     @torch.no_grad()
     def rest_height(self, betas: torch.Tensor | None = None) -> float:
@@ -236,7 +271,8 @@ class BodyModel(smplx.SMPL):
         return {
             "v_template": self.v_template.detach().cpu().numpy().astype(np.float32),
             "shapedirs": self.shapedirs.detach().cpu().numpy().astype(np.float32),
-            "posedirs": self.posedirs.detach().cpu().numpy().T.reshape(V, 3, -1).astype(np.float32),
+            "posedirs": (self.posedirs.detach().cpu().numpy().T.reshape(V, 3, -1).astype(np.float32)
+                         if self.posedirs is not None else np.zeros((V, 3, NUM_POSE_BASIS), np.float32)),
             "J_regressor": self.J_regressor.detach().cpu().numpy().astype(np.float32),
             "weights": self.lbs_weights.detach().cpu().numpy().astype(np.float32),
             "kintree_table": np.stack([parents, np.arange(len(parents))]).astype(np.int64),
