@@ -160,6 +160,32 @@ def test_checkpoint_rebuilds_the_model_alone(setup):
         train(train_config_from_dict(tiny_config(root, "ckpt", steps=2)), body=body, progress=False, resume=True)
 
 
+def test_slim_checkpoint_rebuilds_the_model_and_starts_a_new_run(setup):
+    from training.checkpoint import read_checkpoint, slim_checkpoint
+    root, body_path, body = setup
+    res = train(train_config_from_dict(tiny_config(root, "full", steps=2)), body=body, progress=False)
+    slim = slim_checkpoint(res.checkpoint, root / "slim.pt")
+    ck = read_checkpoint(slim)
+    assert "train_state" not in ck and ck["train_summary"]["weights_dtype"] == "float16"
+    assert all(v.dtype == torch.float16 for v in ck["state_dict"].values() if v.is_floating_point())
+    assert slim.stat().st_size < 0.6 * res.checkpoint.stat().st_size
+    full_model, _, _ = load_checkpoint(res.checkpoint, body=body)
+    slim_model, _, _ = load_checkpoint(slim, body=body)
+    for (k, a), (_, b) in zip(full_model.state_dict().items(), slim_model.state_dict().items()):
+        if a.is_floating_point():
+            torch.testing.assert_close(b, a.half().float(), rtol=0, atol=0, msg=k)
+    # --init-from: the new run's first loss equals a run whose weights were set to the slim file's
+    fresh = train(train_config_from_dict(tiny_config(root, "init", steps=1)), body=body, progress=False,
+                  init_from=slim)
+    scratch = train(train_config_from_dict(tiny_config(root, "scratch", steps=1)), body=body, progress=False)
+    assert fresh.start_step == 0
+    assert fresh.history[0]["loss"] != pytest.approx(scratch.history[0]["loss"], rel=1e-6)
+    other = tiny_config(root, "other", steps=1)
+    other["model"] = {**TINY_MODEL, "fusion": {"hidden": [32, 32]}}
+    with pytest.raises(ValueError, match="differs from the run's in fusion"):
+        train(train_config_from_dict(other), body=body, progress=False, init_from=slim)
+
+
 def test_cli_help_and_bad_config(tmp_path):
     out = subprocess.run([sys.executable, "-m", "training.train", "--help"], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0 and "--resume" in out.stdout and "torchrun" in out.stdout

@@ -13,6 +13,8 @@ File layout (torch.save of plain data, loadable with `torch.load(weights_only=Tr
 """
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -20,7 +22,8 @@ import torch
 
 from model.config import ModelConfig, config_from_dict, config_to_dict
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint", "FORMAT", "VERSION"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint", "slim_checkpoint", "FORMAT",
+           "VERSION"]
 
 FORMAT = "fusemesh.checkpoint"
 VERSION = 1
@@ -118,3 +121,45 @@ def load_checkpoint(path: str | Path, body: Any = None) -> tuple[torch.nn.Module
     model.eval()
     meta = {k: v for k, v in ckpt.items() if k not in ("state_dict", "model_config")}
     return model, cfg, meta
+
+
+def slim_checkpoint(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+    """Copy checkpoint `src` to `dst` without its training state (optimizers, discriminator), floating
+    weights stored as `dtype`: the small file to commit or share, which still rebuilds the model
+    (`load_checkpoint` casts nothing: load_state_dict copies into the float32 model) and starts new runs
+    (`python -m training.train --init-from dst`). Returns dst."""
+    ckpt = read_checkpoint(src)
+    slim = {k: v for k, v in ckpt.items() if k != "train_state"}
+    slim["state_dict"] = {k: v.to(dtype) if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    slim.setdefault("train_summary", {})
+    if isinstance(slim["train_summary"], dict):
+        slim["train_summary"] = {**slim["train_summary"], "weights_dtype": str(dtype).replace("torch.", "")}
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    torch.save(slim, tmp)
+    tmp.replace(dst)
+    return dst
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.checkpoint",
+                                description="Checkpoint tools. slim: drop the training state, store weights "
+                                            "as fp16 (or --dtype float32).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("slim", help="weights-only copy of a checkpoint")
+    s.add_argument("src")
+    s.add_argument("dst")
+    s.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16")
+    args = p.parse_args(argv)
+    try:
+        out = slim_checkpoint(args.src, args.dst, getattr(torch, args.dtype))
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -145,11 +145,13 @@ def read_scalars_csv(path: str | Path, name: str = "loss") -> dict[int, float]:
 
 # ------------------------------------------------------------------------------------ the run
 def train(cfg: TrainConfig, resume: bool | str | Path = False, body: Any = None, progress: bool = True,
-          use_tensorboard: bool | None = None) -> TrainResult:
+          use_tensorboard: bool | None = None, init_from: str | Path | None = None) -> TrainResult:
     """Run (or continue) training as configured; see the module docstring. Works under torchrun.
 
     resume: False, True (out_dir/last.pt) or a state file path. body: a BodyModel, a path, or None
-    (model.body.DEFAULT_BODY_PATH). Returns this process's TrainResult.
+    (model.body.DEFAULT_BODY_PATH). init_from: a checkpoint (training state or a slim weights-only file, e.g.
+    the bundled assets/weights/fusemesh_lite.pt) whose network weights start a fresh run (new optimizer,
+    step 0); its model config must equal cfg.model. Returns this process's TrainResult.
     """
     from model.body import DEFAULT_BODY_PATH, BodyModel
     from training.data import MixedBatchSampler, TrainingData, collate
@@ -174,6 +176,8 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False, body: Any = None,
         trainer = Trainer(cfg, body, device, rank=env.rank, world_size=env.world_size)
 
         start = 0
+        if init_from is not None and not resume:
+            init_weights(trainer, cfg, Path(init_from))
         if resume:
             path = out_dir / "last.pt" if resume is True else Path(resume)
             ck = read_checkpoint(path)
@@ -239,6 +243,22 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False, body: Any = None,
             dist.destroy_process_group()
 
 
+def init_weights(trainer: Any, cfg: TrainConfig, path: Path) -> None:
+    """Load the network weights of checkpoint `path` into `trainer.model` (any float dtype; strict keys).
+    Raises ValueError naming the file when its model config differs from the run's."""
+    from model.config import config_from_dict, config_to_dict
+    from training.checkpoint import read_checkpoint
+
+    ck = read_checkpoint(path)
+    theirs, ours = config_to_dict(config_from_dict(ck["model_config"])), config_to_dict(cfg.model)
+    if theirs != ours:
+        diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+        raise ValueError(f"{path}: its model config differs from the run's in {', '.join(diff)}")
+    model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()},
+                          strict=True)
+
+
 def save_train_checkpoint(path: Path, trainer: Any, cfg: TrainConfig, body: Any, step: int, save: Any = None) -> Path:
     """training/checkpoint.py's file (rebuilds the model alone) + `train_state` (optimizers, scaler,
     discriminator, step, training config) and a `train_summary` for exports."""
@@ -283,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="training YAML (training/config.py layout)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="STATE",
                    help="continue from run.out_dir/last.pt, or from STATE")
+    p.add_argument("--init-from", default=None, metavar="CKPT",
+                   help="start from these network weights (e.g. assets/weights/fusemesh_lite.pt), fresh optimizer")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set run.steps=200 (repeatable; VALUE is YAML)")
     p.add_argument("--body", default=None, help="body model .npz/.pkl (default: the open body asset)")
@@ -303,7 +325,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {args.config}: {e}", file=sys.stderr)
         return 2
-    result = train(cfg, resume=args.resume, body=args.body, progress=not args.no_progress)
+    if args.init_from and args.resume:
+        print("error: --init-from starts a new run; --resume continues one: give one of them", file=sys.stderr)
+        return 2
+    try:
+        result = train(cfg, resume=args.resume, body=args.body, progress=not args.no_progress,
+                       init_from=args.init_from)
+    except ValueError as e:  # CheckpointError, nothing-to-do resume, config mismatch of --init-from
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if int(os.environ.get("RANK", "0")) == 0:
         last = result.history[-1] if result.history else {}
         print(f"done: steps {result.start_step}->{cfg.run.steps}, {result.samples_per_s:.1f} samples/s, "
