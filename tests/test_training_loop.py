@@ -146,6 +146,20 @@ def test_resume_continues_the_same_loss_curve(setup):
     np.testing.assert_allclose([logged[s] for s in range(1, 7)], a, rtol=1e-6)
 
 
+def test_tensorboard_events_hold_the_same_scalars_as_the_csv(setup):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    root, _, body = setup
+    res = train(train_config_from_dict(tiny_config(root, "tb", steps=3)), body=body, progress=False,
+                use_tensorboard=True)
+    acc = EventAccumulator(str(root / "tb" / "tb"))
+    acc.Reload()
+    events = {e.step: e.value for e in acc.Scalars("train/loss")}
+    csv_rows = read_scalars_csv(root / "tb" / "scalars.csv")
+    assert sorted(events) == sorted(csv_rows) == [1, 2, 3]
+    np.testing.assert_allclose([events[s] for s in (1, 2, 3)], [h["loss"] for h in res.history], rtol=1e-6)
+
+
 def test_checkpoint_rebuilds_the_model_alone(setup):
     root, body_path, body = setup
     res = train(train_config_from_dict(tiny_config(root, "ckpt", steps=2)), body=body, progress=False)

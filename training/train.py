@@ -6,11 +6,11 @@ Distributed (DDP):     torchrun --nproc_per_node 2 -m training.train --config tr
 Under torchrun (WORLD_SIZE > 1 in the environment) every rank joins the process group (nccl on CUDA,
 gloo on CPU), reads its share of each batch through `DistributedSampler`s (training/data.py), and
 DistributedDataParallel averages gradients. Rank 0 alone shows the tqdm bar, writes scalars
-(TensorBoard event files when `tensorboard` is importable, else `scalars.csv`) and checkpoints.
+(`scalars.csv`, and TensorBoard event files in tb/ when `tensorboard` is importable) and checkpoints.
 
 Outputs in run.out_dir: config.yaml (resolved); last.pt, a training/checkpoint.py checkpoint (rebuilds its
 model alone: `training.checkpoint.load_checkpoint`) whose extra `train_state` entry (optimizer, scaler and
-discriminator state, step, training config) makes it resumable; scalars.csv or TensorBoard events;
+discriminator state, step, training config) makes it resumable; scalars.csv and TensorBoard events (tb/);
 summary.json (steps, throughput, final scalars, per-rank weight digests: equal digests = ranks in sync).
 
 `--resume` continues from out_dir/last.pt (or `--resume PATH`): the same data order, stream masks,
@@ -93,11 +93,13 @@ def weight_digest(model: torch.nn.Module) -> str:
 
 # ------------------------------------------------------------------------------------ scalars
 class ScalarLog:
-    """Rank 0's scalar sink: TensorBoard (torch.utils.tensorboard) if `tensorboard` imports, else a CSV
-    `scalars.csv` (step, name, value); on resume, rows at or after the resume step are dropped."""
+    """Rank 0's scalar sink: always `scalars.csv` (step, name, value; on resume, rows after the resume step
+    are dropped), plus TensorBoard event files in `tb/` (torch.utils.tensorboard) when `tensorboard` imports.
+    `path` is the CSV, `tb_dir` the event folder or None."""
 
     def __init__(self, out_dir: Path, start_step: int, use_tensorboard: bool | None = None) -> None:
         self.writer = None
+        self.tb_dir: Path | None = None
         if use_tensorboard is None:
             try:
                 import tensorboard  # noqa: F401
@@ -107,9 +109,8 @@ class ScalarLog:
         if use_tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(out_dir / "tb"), purge_step=start_step + 1 if start_step else None)
-            self.path = out_dir / "tb"
-            return
+            self.tb_dir = out_dir / "tb"
+            self.writer = SummaryWriter(str(self.tb_dir), purge_step=start_step + 1 if start_step else None)
         self.path = out_dir / "scalars.csv"
         rows: list[list[str]] = []
         if start_step and self.path.is_file():
@@ -125,7 +126,6 @@ class ScalarLog:
         if self.writer is not None:
             for k, v in scalars.items():
                 self.writer.add_scalar(f"train/{k}", v, step)
-            return
         for k, v in sorted(scalars.items()):
             self.csv.writerow([step, k, f"{v:.9g}"])
         self.fh.flush()
@@ -133,8 +133,7 @@ class ScalarLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-        else:
-            self.fh.close()
+        self.fh.close()
 
 
 def read_scalars_csv(path: str | Path, name: str = "loss") -> dict[int, float]:
@@ -234,7 +233,8 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False, body: Any = None,
                 "amp": str(trainer.amp_dtype), "samples_per_s": round(result.samples_per_s, 3),
                 "elapsed_s": round(elapsed, 3), "final": result.history[-1] if result.history else {},
                 "rank_weight_digests": result.digests, "ranks_in_sync": len(set(result.digests)) == 1,
-                "scalars": str(log.path), "checkpoint": str(ckpt),
+                "scalars": str(log.path), "tensorboard": str(log.tb_dir) if log.tb_dir else None,
+                "checkpoint": str(ckpt),
             }
             (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         return result
