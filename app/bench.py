@@ -3,6 +3,7 @@
     python -m app.bench                                      # presets lite + paper, variants fp32 fp16 int8, CPU
     python -m app.bench --presets lite --variants fp32 int8 --runs 50
     python -m app.bench --providers tensorrt cuda cpu        # GPU machine: ORT on the GPU, torch on cuda
+    python -m app.bench --replay [--source clip.mkv] [--model M]   # end to end on a recording: app/replay_bench.py
 
 Random weights (seed 0), batch 1, both streams on, the open body model by default. For each preset the
 network is exported once per variant into a temporary folder (int8 calibrated on 16 structured
@@ -151,7 +152,14 @@ def bench_preset(name: str, body: Any, variants: Sequence[str], providers: Seque
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m app.bench", description=__doc__.splitlines()[0])
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if "--replay" in args_in:  # the end-to-end benchmark has its own options
+        from app.replay_bench import main as replay_main
+
+        return replay_main([a for a in args_in if a != "--replay"])
+    ap = argparse.ArgumentParser(prog="python -m app.bench", description=__doc__.splitlines()[0],
+                                 epilog="--replay: the end-to-end replay benchmark instead (python -m app.replay_bench "
+                                        "--help lists its options)")
     ap.add_argument("--presets", nargs="+", default=["lite", "paper"])
     ap.add_argument("--variants", nargs="+", default=["fp32", "fp16", "int8"], choices=["fp32", "fp16", "int8"])
     ap.add_argument("--providers", nargs="+", default=["cpu"], choices=["tensorrt", "cuda", "cpu"],
@@ -162,7 +170,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--keep", type=Path, default=None, help="keep the exported files in this folder")
-    args = ap.parse_args(argv)
+    args = ap.parse_args(args_in)
 
     import logging
 

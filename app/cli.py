@@ -11,6 +11,12 @@ the results: writes the outputs (`app.outputs`) and the overlay video (`app.head
 progress bar on replays. Recordings and folders are replayed frame by frame (every frame, deterministic)
 unless --realtime.
 
+Recording in the viewer (key R, `RecordControl`): R starts / stops writing the outputs (the same
+`OutputWriter` as --out). With --out the run starts recording into it at once (as without the key), and
+R stops it; otherwise the first R starts a take in a new timestamped folder ./recordings/<YYYYmmdd_HHMMSS>.
+Every later take goes to a new timestamped folder: ./recordings/<stamp>, or <out>_<stamp> beside --out.
+Each start and stop prints one line (the folder, and the frames written).
+
 Exit codes: 0 done; 2 bad arguments or input (unreadable/corrupt recording, missing calibration,
 outputs that exist without --overwrite, a source that fails mid-run); 3 model error (missing or
 invalid model file, or the model failed on every frame); 130 interrupted (Ctrl-C). Errors are one line
@@ -28,20 +34,22 @@ import queue
 import signal
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["main", "build_parser", "DEMO_RECORDING", "DEFAULT_MODEL", "EXIT_OK", "EXIT_INPUT", "EXIT_MODEL",
-           "EXIT_INTERRUPTED"]
+__all__ = ["main", "build_parser", "RecordControl", "ViewerControls", "DEMO_RECORDING", "DEFAULT_MODEL",
+           "RECORDINGS_DIR", "EXIT_OK", "EXIT_INPUT", "EXIT_MODEL", "EXIT_INTERRUPTED"]
 
 log = logging.getLogger("app")
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_RECORDING = REPO / "assets" / "demo" / "demo.mkv"
 DEFAULT_MODEL = REPO / "assets" / "weights" / "fusemesh_lite.onnx"
+RECORDINGS_DIR = Path("recordings")  # relative to the working directory: where the viewer's R key records
 EXIT_OK, EXIT_INPUT, EXIT_MODEL, EXIT_INTERRUPTED = 0, 2, 3, 130
 _MODES = ("auto", "rgbd", "depth", "rgb")
 _PROVIDERS = ("tensorrt", "cuda", "cpu")
@@ -86,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     mdl.add_argument("--threads", type=int, default=None, metavar="N", help="CPU inference threads")
     mdl.add_argument("--mode", choices=_MODES, default="auto",
                      help="input mode: auto follows the streams; rgbd/depth/rgb force one (default auto)")
+    mdl.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=None,
+                     help="start the model from the previous frame's estimate while the same person is tracked "
+                          f"(default {'on' if _default_warm_start() else 'off'}; needs a model exported with "
+                          "warm-start inputs)")
     smo = p.add_argument_group("smoothing (One Euro filter)")
     smo.add_argument("--no-smooth", action="store_true", help="no temporal smoothing")
     smo.add_argument("--smooth-min-cutoff", type=float, default=None, metavar="HZ",
@@ -93,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     smo.add_argument("--smooth-beta", type=float, default=None, metavar="B",
                      help="pose filter's speed coefficient (default 0.8; higher = less lag in fast motion)")
     out = p.add_argument_group("output")
-    out.add_argument("--out", metavar="DIR", help="write results.npz, frames.jsonl, motion.bvh (and meshes) here")
+    out.add_argument("--out", metavar="DIR", help="write results.npz, frames.jsonl, motion.bvh (and meshes) here "
+                     "(viewer: from the start; R stops and starts takes)")
     out.add_argument("--overwrite", action="store_true", help="replace existing outputs in --out")
     out.add_argument("--meshes", choices=("none", "obj", "ply"), default="none", help="per-frame mesh files")
     out.add_argument("--no-bvh", action="store_true", help="do not write motion.bvh")
@@ -103,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
     return p
+
+
+def _default_warm_start() -> bool:
+    from app.worker import WorkerConfig
+
+    return bool(WorkerConfig.warm_start)
 
 
 def _error(message: str) -> None:
@@ -213,7 +232,8 @@ def _worker_config(args: argparse.Namespace) -> Any:
         pose = dataclasses.replace(pose, min_cutoff=args.smooth_min_cutoff)
     if args.smooth_beta is not None:
         pose = dataclasses.replace(pose, beta=args.smooth_beta)
-    return WorkerConfig(mode=args.mode, smoothing=dataclasses.replace(smoothing, pose=pose))
+    warm = WorkerConfig.warm_start if args.warm_start is None else bool(args.warm_start)
+    return WorkerConfig(mode=args.mode, smoothing=dataclasses.replace(smoothing, pose=pose), warm_start=warm)
 
 
 def _faces(session: Any) -> Optional[np.ndarray]:
@@ -262,6 +282,9 @@ def _run(args: argparse.Namespace) -> int:
                 _note(f"{source.name}: no {stream} stream; running {'depth' if stream == 'color' else 'RGB'}-only")
         session = _open_session(args, providers)
         log.info("%s", session.describe())
+        if args.warm_start and not getattr(session, "warm_start", False):
+            _note(f"{Path(args.model).name} has no warm-start inputs (exported before warm start); every frame "
+                  "starts from the mean")
         faces = _faces(session)
         writer = None
         if args.out:
@@ -404,6 +427,7 @@ class _RunStats:
     def __init__(self) -> None:
         self.frames = 0
         self.bodies = 0
+        self.warm_starts = 0
         self.modes: Counter = Counter()
         self.timings: dict[str, list[float]] = {}
         self.messages: Counter = Counter()
@@ -411,6 +435,7 @@ class _RunStats:
     def add(self, result: Any) -> None:
         self.frames += 1
         self.bodies += result.body is not None
+        self.warm_starts += bool(getattr(result, "warm_start", False))
         self.modes[getattr(result.mode, "value", str(result.mode))] += 1
         for k, v in result.timings_ms.items():
             self.timings.setdefault(k, []).append(float(v))
@@ -423,10 +448,12 @@ def _consume(writer: Any, overlay: Any, frame: Any, result: Any, stats: _RunStat
     from app.outputs import OutputError
 
     try:
+        if overlay is not None:
+            t0 = time.perf_counter()
+            overlay.add(frame, result)
+            result.timings_ms["render"] = (time.perf_counter() - t0) * 1e3
         if writer is not None:
             writer.write(result)
-        if overlay is not None:
-            overlay.add(frame, result)
     except (OutputError, HeadlessError, OSError, ValueError) as exc:
         raise _CliError(f"cannot write outputs: {exc}", EXIT_INPUT) from exc
     stats.add(result)
@@ -439,6 +466,8 @@ def _finish(args: argparse.Namespace, worker: Any, stats: _RunStats, failure: Op
     modes = ", ".join(f"{k} {v}" for k, v in sorted(stats.modes.items()))
     stages = ", ".join(f"{k} {np.median(v):.1f}" for k, v in stats.timings.items() if v)
     summary = f"{stats.frames} frames, {stats.bodies} with a body ({modes or 'none'})"
+    if stats.warm_starts:
+        summary += f", {stats.warm_starts} warm-started"
     if stages:
         summary += f"; median ms: {stages}"
     if args.out:
@@ -474,23 +503,21 @@ def _run_viewer(args: argparse.Namespace, source: Any, capture: Any, worker: Any
     if faces is None:
         raise _CliError(f"{args.model}: the model file carries no body faces, which the viewer needs; use "
                         "--headless --out DIR", EXIT_INPUT)
+    from app.outputs import OutputWriter
+    from app.viewer import ViewerConfig
+
     stats = _RunStats()
-    write_errors: list[BaseException] = []
+    out = Path(args.out) if args.out else None
 
-    def on_result(frame: Any, result: Any) -> None:  # inference thread: outputs are written here
-        if writer is not None and not write_errors:
-            try:
-                writer.write(result)
-            except Exception as exc:  # reported after the window closes
-                write_errors.append(exc)
-        stats.add(result)
+    def make_writer(folder: Path) -> Any:
+        return OutputWriter(folder, meshes=None if args.meshes == "none" else args.meshes, faces=faces,
+                            bvh=not args.no_bvh, overwrite=bool(args.overwrite) and folder == out)
 
-    worker.on_result = on_result
-    modes = {"mode_rgbd": "rgbd", "mode_depth": "depth", "mode_rgb": "rgb", "mode_auto": "auto"}
-
-    def on_key(action: str) -> None:  # GUI thread
-        if action in modes:
-            worker.force_mode(modes[action])
+    recorder = RecordControl(make_writer, out=out, writer=writer)
+    controls = ViewerControls(worker.force_mode, recorder, stats)
+    worker.on_result = controls.on_result
+    if writer is not None:
+        _note(f"recording to {out} (R stops)")
 
     failure: Optional[BaseException] = None
     interrupted = False
@@ -498,7 +525,8 @@ def _run_viewer(args: argparse.Namespace, source: Any, capture: Any, worker: Any
     worker.start()
     viewer_error: Optional[str] = None
     try:
-        run_viewer(worker.results, faces, SMPL_PARENTS, on_key=on_key)
+        run_viewer(worker.results, faces, SMPL_PARENTS, on_key=controls.on_key,
+                   config=ViewerConfig(start_recording=recorder.recording))
     except KeyboardInterrupt:
         interrupted = True
     except SourceError as exc:
@@ -507,12 +535,136 @@ def _run_viewer(args: argparse.Namespace, source: Any, capture: Any, worker: Any
         viewer_error = str(exc)
     finally:
         _stop(capture, worker)
-        if writer is not None:
-            writer.close()
+        recorder.close()
     if viewer_error is not None:
         raise _CliError(f"viewer: {viewer_error}", EXIT_INPUT)
-    if write_errors:
-        raise _CliError(f"cannot write outputs: {write_errors[0]}", EXIT_INPUT)
+    if recorder.errors:
+        raise _CliError(f"cannot write outputs: {recorder.errors[0]}", EXIT_INPUT)
     if failure is None and worker.error is not None:
         failure = worker.error
     return _finish(args, worker, stats, failure, interrupted)
+
+
+# ---------------------------------------------------------------------------------------- viewer keys
+class RecordControl:
+    """Starts and stops writing outputs while the viewer runs (the R key); see the module docstring.
+
+    Threads: `start` / `stop` / `toggle` / `close` are called on the GUI thread, `write` on the inference
+    thread; a lock orders them, so a frame is either in a take or not, never half-written.
+    make_writer(folder) -> OutputWriter; out: --out (None: takes go under `root`); writer: an already open
+    writer for `out` (recording from the start); root: where timestamped takes go; clock() -> the stamp
+    text; say: where the one-line messages go (default: stderr). A take that cannot be opened or written
+    is reported once (`errors`, printed), stopped, and the run goes on.
+    """
+
+    def __init__(self, make_writer: Callable[[Path], Any], *, out: Optional[Path] = None, writer: Any = None,
+                 root: Path = RECORDINGS_DIR, clock: Callable[[], str] = lambda: time.strftime("%Y%m%d_%H%M%S"),
+                 say: Optional[Callable[[str], None]] = None):
+        self.make_writer = make_writer
+        self.out = None if out is None else Path(out)
+        self.root = Path(root)
+        self.clock = clock
+        self.say = say or _note
+        self.takes: list[Path] = [self.out] if writer is not None and self.out is not None else []
+        self.errors: list[BaseException] = []
+        self._writer = writer
+        self._lock = threading.Lock()
+
+    @property
+    def recording(self) -> bool:
+        with self._lock:
+            return self._writer is not None
+
+    def _next_folder(self) -> Path:
+        if self.out is not None and not self.takes:
+            return self.out
+        stamp = self.clock()
+        base = self.out.with_name(f"{self.out.name}_{stamp}") if self.out is not None else self.root / stamp
+        folder, k = base, 2
+        while folder.exists() or folder in self.takes:
+            folder = base.with_name(f"{base.name}_{k}")
+            k += 1
+        return folder
+
+    def start(self) -> Optional[Path]:
+        """Open a new take (no-op while recording); returns its folder, None if it could not be opened."""
+        with self._lock:
+            if self._writer is not None:
+                return self.takes[-1] if self.takes else None
+            folder = self._next_folder()
+            try:
+                self._writer = self.make_writer(folder)
+            except Exception as exc:  # OutputError, OSError: say it, keep the viewer running
+                self.errors.append(exc)
+                self.say(f"cannot record: {exc}")
+                return None
+            self.takes.append(folder)
+        self.say(f"recording to {folder} (R stops)")
+        return folder
+
+    def stop(self) -> Optional[Path]:
+        """Close the current take (results.npz / motion.bvh written); returns its folder, None if idle."""
+        with self._lock:
+            writer, self._writer = self._writer, None
+            if writer is None:
+                return None
+            frames = writer.frames_written
+            try:
+                writer.close()
+            except Exception as exc:
+                self.errors.append(exc)
+                self.say(f"cannot finish the recording in {writer.out_dir}: {exc}")
+                return writer.out_dir
+        self.say(f"recording stopped: {frames} frames in {writer.out_dir}")
+        return writer.out_dir
+
+    def toggle(self) -> Optional[Path]:
+        return self.stop() if self.recording else self.start()
+
+    def write(self, result: Any) -> bool:
+        """Inference thread: add one result to the current take; False when not recording."""
+        with self._lock:
+            if self._writer is None:
+                return False
+            try:
+                self._writer.write(result)
+                return True
+            except Exception as exc:  # reported once; the take ends here
+                self.errors.append(exc)
+                message = f"recording stopped: cannot write to {self._writer.out_dir}: {exc}"
+                writer, self._writer = self._writer, None
+        self.say(message)
+        with contextlib.suppress(Exception):
+            writer.close()
+        return False
+
+    def close(self) -> None:
+        """End of the run: finish the current take (prints where it is). Idempotent."""
+        if self.recording:
+            self.stop()
+
+
+class ViewerControls:
+    """What the CLI hands the viewer: `on_key(action)` (GUI thread) and `on_result(frame, result)` (the
+    inference thread's callback). force_mode: the worker's `force_mode`; recorder: a RecordControl;
+    stats: the run's counters (anything with `add(result)`)."""
+
+    MODES = {"mode_rgbd": "rgbd", "mode_depth": "depth", "mode_rgb": "rgb", "mode_auto": "auto"}
+
+    def __init__(self, force_mode: Callable[[str], None], recorder: RecordControl, stats: Any = None):
+        self.force_mode = force_mode
+        self.recorder = recorder
+        self.stats = stats
+
+    def on_key(self, action: str) -> None:
+        if action in self.MODES:
+            self.force_mode(self.MODES[action])
+        elif action == "record_start":
+            self.recorder.start()
+        elif action == "record_stop":
+            self.recorder.stop()
+
+    def on_result(self, frame: Any, result: Any) -> None:
+        self.recorder.write(result)
+        if self.stats is not None:
+            self.stats.add(result)

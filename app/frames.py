@@ -90,6 +90,9 @@ class RgbdFrame:
     """One capture: raw color + depth images, their statuses, device timestamp (µs) and calibration.
 
     `host_time_s` is `time.perf_counter()` when the source produced the frame (for latency meters).
+    `decode_ms` is how long the source spent decoding the images (MJPEG / BGRA conversion of a Kinect
+    or .mkv capture, image files of a folder), None when the source does not say; the worker reports
+    it as the "decode" stage of `FrameResult.timings_ms`.
     """
 
     frame_id: int
@@ -101,6 +104,7 @@ class RgbdFrame:
     color_status: StreamStatus = StreamStatus.OK
     depth_status: StreamStatus = StreamStatus.OK
     host_time_s: float = field(default=0.0)
+    decode_ms: Optional[float] = field(default=None)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "color_status", StreamStatus(self.color_status))
@@ -111,6 +115,8 @@ class RgbdFrame:
                                                            self.depth_status))
         if not isinstance(self.rig, RgbdRig):
             raise ValueError(f"rig must be an RgbdRig, got {type(self.rig).__name__}")
+        if self.decode_ms is not None and not (isinstance(self.decode_ms, (int, float)) and 0 <= self.decode_ms < 1e9):
+            raise ValueError(f"decode_ms must be None or milliseconds >= 0, got {self.decode_ms!r}")
 
     @property
     def streams(self) -> str:

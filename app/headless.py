@@ -13,7 +13,10 @@ no GPU:
   with a dark outline;
 - skeleton: joints projected with the same camera (distortion included), one line per (joint, parent);
 - label: input mode (RGB-D / D / RGB / none), fps (results per second on the host clock over the last
-  second, or the value passed in), frame id; the worker's message when there is no body; dropped frames.
+  second, or the value passed in), frame id; the worker's message when there is no body; dropped frames;
+  the per-stage milliseconds of the result (`FrameResult.timings_ms` in `app.results.STAGES` order:
+  capture, decode, align, crop, infer, post, and render when the caller timed it). `label_lines` gives
+  the text.
 Cost: dominated by the ray cast, ~20-40 ms for a person filling a third of a 1280x720 frame (2 cores).
 
 `HeadlessRenderer(out_dir, faces, parents, size=(W, H), fps=30)` writes `out_dir/overlay.mp4`
@@ -34,7 +37,7 @@ import numpy as np
 
 from app.frames import RgbdFrame
 from app.plots import RateMeter
-from app.results import FrameResult, InputMode
+from app.results import STAGES, FrameResult, InputMode
 from app.scene3d import MODE_COLORS, check_faces, skeleton_edges
 from calibration.intrinsics import CameraIntrinsics
 from calibration.rig import Extrinsics, RgbdRig
@@ -54,7 +57,8 @@ class HeadlessError(RuntimeError):
 @dataclass(frozen=True)
 class OverlayStyle:
     """mesh_alpha: weight of the mesh over the image (0..1); ambient: shading floor (0..1);
-    depth_range_m: near / far of the gray ramp for depth backgrounds; the rest are pixels at output size."""
+    depth_range_m: near / far of the gray ramp for depth backgrounds; timings: print the per-stage
+    milliseconds; the rest are pixels at output size."""
 
     mesh_alpha: float = 0.65
     ambient: float = 0.3
@@ -64,6 +68,7 @@ class OverlayStyle:
     joint_radius_px: int = 3
     font_scale: float = 0.6
     depth_range_m: tuple[float, float] = (0.3, 6.0)
+    timings: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.mesh_alpha <= 1.0 or not 0.0 <= self.ambient <= 1.0:
@@ -237,7 +242,8 @@ class OverlayRenderer:
             cv2.circle(view, tuple(int(c) for c in pts[j]), st.joint_radius_px * 16, (60, 40, 240), -1,
                        cv2.LINE_AA, shift=4)
 
-    def _draw_label(self, canvas: np.ndarray, result: FrameResult, fps: float) -> None:
+    def label_lines(self, result: FrameResult, fps: float) -> list[str]:
+        """The label's text lines for one result (see the module docstring)."""
         mode = InputMode(result.mode).value
         fps_text = f"{fps:5.1f} fps" if np.isfinite(fps) else "  --- fps"
         lines = [f"{MODE_LABELS[mode]}  {fps_text}  frame {result.frame_id}"]
@@ -249,6 +255,15 @@ class OverlayRenderer:
             lines.append(f"requested {result.requested_mode}")
         if result.dropped_frames:
             lines.append(f"dropped {result.dropped_frames}")
+        if self.style.timings:
+            stages = [f"{s} {result.timings_ms[s]:.1f}" for s in STAGES if s in result.timings_ms]
+            if stages:
+                lines.append("ms: " + "  ".join(stages))
+        return lines
+
+    def _draw_label(self, canvas: np.ndarray, result: FrameResult, fps: float) -> None:
+        mode = InputMode(result.mode).value
+        lines = self.label_lines(result, fps)
         scale = self.style.font_scale
         font = cv2.FONT_HERSHEY_SIMPLEX
         sizes = [cv2.getTextSize(text, font, scale, 1) for text in lines]

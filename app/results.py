@@ -52,6 +52,8 @@ class FrameResult:
     mode: the input mode used; requested_mode: what the user/auto policy asked for.
     body: None when no person was found or no stream was usable (`message` says why).
     timings_ms: {stage: milliseconds} for the stages in STAGES that ran.
+    warm_start: the model started from the previous frame's estimate (same person, body in the previous
+    frame) instead of its mean parameters.
     """
 
     frame_id: int
@@ -62,3 +64,4 @@ class FrameResult:
     message: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
     dropped_frames: int = 0
+    warm_start: bool = False

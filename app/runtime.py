@@ -12,6 +12,16 @@ joints (B, 24, 3) SMPL order and lsp_joints (B, 14, 3) LSP order, metres in the 
 frame (model/network.py). Its ONNX `metadata_props` carry the contract (`ModelContract`): input size,
 normalisation of each stream, joint names, body model id/hash and faces, variant, provenance.
 
+Warm start (files exported since issue #7; `ModelContract.has_warm_start`): three more inputs,
+init_pose6d (B, 144) 6D rotations (24 joints x the first two matrix columns, model/camera.py),
+init_beta (B, 10) and init_cam (B, 3), are the IEF regressor's starting point, and one more output,
+pose6d (B, 144), is its final raw state. Feeding the model's mean parameters (stored in the metadata
+`warm_start.mean`, exactly the regressor's buffers) reproduces the cold-start output; feeding the
+previous frame's raw pose6d / beta / cam continues from there. The start is 6D, not axis-angle theta,
+because the regressor iterates on unnormalised 6D vectors: theta would lose that state. Older files
+without these inputs keep working: the session feeds only what the graph has, and `run` refuses an
+init only when one is passed to a model that cannot take it.
+
 Checks at load (each failure is one line naming the file): the file exists and is an ONNX model
 (`ModelFileError`), it carries FuseMesh metadata of a supported version, and its contract matches what
 the app feeds it (`ContractMismatchError`: input size, normalisation, joint names, input/output names).
@@ -50,6 +60,7 @@ from model.preprocess import DEPTH_CLIP_M, RGB_MEAN, RGB_STD  # numpy-only modul
 
 __all__ = [
     "FORMAT", "CONTRACT_VERSION", "INPUT_NAMES", "OUTPUT_NAMES", "SMPL_JOINT_NAMES", "LSP_JOINT_NAMES",
+    "WARM_START_INPUTS", "WARM_START_OUTPUT", "WARM_START_SOURCES",
     "ModelFileError", "ContractMismatchError", "ModelContract", "ExpectedInputs", "InferenceSession",
     "ProviderPlan", "plan_providers", "cuda_unusable_reason", "default_cpu_threads", "default_normalization",
     "read_metadata",
@@ -62,6 +73,12 @@ FORMAT = "fusemesh.onnx"
 CONTRACT_VERSION = 1
 INPUT_NAMES = ("rgb", "depth", "ref_depth", "stream_mask")
 OUTPUT_NAMES = ("theta", "beta", "cam", "vertices", "joints", "lsp_joints")
+WARM_START_INPUTS = ("init_pose6d", "init_beta", "init_cam")
+"""Optional graph inputs after INPUT_NAMES: the IEF regressor's starting point (module docstring)."""
+WARM_START_OUTPUT = "pose6d"
+"""The extra output of a warm-start graph: the regressor's final raw 6D pose (B, 144)."""
+WARM_START_SOURCES = {"init_pose6d": "pose6d", "init_beta": "beta", "init_cam": "cam"}
+"""Warm-start input -> the output whose previous-frame value feeds it."""
 
 # Same order as model.body.SMPL_JOINT_NAMES / LSP_JOINT_NAMES (model.body imports torch; a test keeps
 # these equal). They are what the app's drawing code assumes.
@@ -123,10 +140,10 @@ _FIELDS: dict[str, str] = {
     "lsp_joint_names": "json", "body_model_id": "str", "body_model_sha256": "str",
     "body_num_vertices": "int", "body_num_faces": "int", "body_faces": "str", "random_weights": "bool",
     "training_data": "json", "model_config": "json", "git_commit": "str", "exported_at": "str",
-    "export_tool": "str",
+    "export_tool": "str", "warm_start": "json",
 }
 _OPTIONAL = {"body_faces": "", "training_data": {}, "model_config": {}, "git_commit": "unknown",
-             "exported_at": "", "export_tool": ""}
+             "exported_at": "", "export_tool": "", "warm_start": {}}
 
 
 @dataclass(frozen=True)
@@ -134,6 +151,8 @@ class ModelContract:
     """The contract an exported FuseMesh model declares in its ONNX metadata (see module docstring).
 
     `extra` holds the metadata keys this class does not model (accuracy, calibration, ...), as strings.
+    `warm_start` is {} for a model without warm-start inputs, else {"inputs": {input: source output},
+    "mean": {input: list of floats}} (module docstring).
     """
 
     preset: str
@@ -155,9 +174,22 @@ class ModelContract:
     git_commit: str = "unknown"
     exported_at: str = ""
     export_tool: str = ""
+    warm_start: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
     contract_version: int = CONTRACT_VERSION
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def has_warm_start(self) -> bool:
+        """The graph takes WARM_START_INPUTS and returns WARM_START_OUTPUT."""
+        return bool(self.warm_start)
+
+    def warm_start_mean(self) -> dict[str, np.ndarray]:
+        """{input name: (1, n) float32} the mean (cold-start) values of the warm-start inputs; {} without them."""
+        if not self.warm_start:
+            return {}
+        mean = self.warm_start.get("mean", {})
+        return {name: np.asarray(mean[name], dtype=np.float32).reshape(1, -1) for name in WARM_START_INPUTS}
 
     def faces(self) -> np.ndarray:
         """(F, 3) int32 triangle vertex indices of the body mesh (stored in the file)."""
@@ -216,9 +248,11 @@ class ModelContract:
             if not isinstance(values[key], list) or not all(isinstance(n, str) for n in values[key]):
                 raise ModelFileError(f"{where}: metadata key {key!r} must be a list of names")
             values[key] = tuple(values[key])
-        for key in ("normalization", "inputs", "outputs", "training_data", "model_config"):
+        for key in ("normalization", "inputs", "outputs", "training_data", "model_config", "warm_start"):
             if not isinstance(values[key], dict):
                 raise ModelFileError(f"{where}: metadata key {key!r} must be a JSON object")
+        if values["warm_start"]:
+            _check_warm_start(values["warm_start"], where)
         extra = {k: v for k, v in meta.items() if k not in _FIELDS}
         return cls(**values, extra=extra)
 
@@ -226,6 +260,18 @@ class ModelContract:
     def from_file(cls, path: str | Path) -> "ModelContract":
         """Contract of an exported .onnx file (reads only the metadata, not the weights)."""
         return cls.from_metadata(read_metadata(path), where=str(path))
+
+
+def _check_warm_start(ws: Mapping[str, Any], where: str) -> None:
+    """The metadata `warm_start` object names the three inputs and holds a finite mean for each."""
+    mean = ws.get("mean")
+    if not isinstance(mean, dict) or set(mean) != set(WARM_START_INPUTS):
+        raise ModelFileError(f"{where}: metadata key 'warm_start' must hold a mean for each of {WARM_START_INPUTS}")
+    for name in WARM_START_INPUTS:
+        values = mean[name]
+        if not (isinstance(values, list) and values and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                            and math.isfinite(v) for v in values)):
+            raise ModelFileError(f"{where}: metadata warm_start mean of {name!r} must be a list of finite numbers")
 
 
 @dataclass(frozen=True)
@@ -527,16 +573,22 @@ class InferenceSession:
     path: the .onnx file; expected: what the app feeds (None = `ExpectedInputs()`, any input size);
     providers: preference order among tensorrt / cuda / cpu; cpu_threads: intra-op threads (None =
     `default_cpu_threads()`); warmup_runs: runs on neutral inputs at creation; io_binding: None = on for
-    GPU providers; trt_cache_dir: TensorRT engine cache folder (first build takes minutes without one).
+    GPU providers; trt_cache_dir: TensorRT engine cache folder (first build takes minutes without one);
+    allow_no_streams: accept frames with both streams off (an all-zero input: the network's answer
+    without evidence, which evaluation tools such as training/robustness.py score); the app leaves it
+    off, so a frame with nothing to infer from is an error there.
 
     Attributes: contract (ModelContract), provider (the provider that runs the graph), skipped
-    ({provider: reason}), input_size, warmup_ms (first warm-up run), io_binding (bool).
+    ({provider: reason}), input_size, warmup_ms (first warm-up run), io_binding (bool), warm_start
+    (the graph takes an initial pose/shape/camera; `run`'s init_* arguments), init_mean ({input name:
+    (1, n) float32} the cold-start values fed when no init is given).
     """
 
     def __init__(self, path: str | Path, *, expected: Optional[ExpectedInputs] = None,
                  providers: Sequence[str] = ("tensorrt", "cuda", "cpu"), cpu_threads: Optional[int] = None,
                  device_id: int = 0, warmup_runs: int = 2, io_binding: Optional[bool] = None,
-                 trt_cache_dir: Optional[str | Path] = None, ort_log_level: int = 3) -> None:
+                 trt_cache_dir: Optional[str | Path] = None, ort_log_level: int = 3,
+                 allow_no_streams: bool = False) -> None:
         import onnxruntime as ort
 
         self._ort = ort
@@ -546,6 +598,9 @@ class InferenceSession:
         (expected or ExpectedInputs()).check(self.contract, where)
         S = self.input_size = self.contract.input_size
         self.num_vertices = self.contract.body_num_vertices
+        self.allow_no_streams = bool(allow_no_streams)
+        self.warm_start = self.contract.has_warm_start
+        self.init_mean = self.contract.warm_start_mean()
         self.cpu_threads = int(cpu_threads) if cpu_threads is not None else default_cpu_threads()
         if self.cpu_threads < 1:
             raise ValueError(f"cpu_threads must be >= 1, got {cpu_threads}")
@@ -560,6 +615,7 @@ class InferenceSession:
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
 
         shapes = f"rgb:1x3x{S}x{S},depth:1x1x{S}x{S},ref_depth:1,stream_mask:1x2"
+        shapes += "".join(f",{n}:1x{v.shape[1]}" for n, v in self.init_mean.items())
         plan = plan_providers(providers, device_id=device_id, trt_fp16=self.contract.variant == "fp16",
                               trt_cache_dir=trt_cache_dir,
                               trt_profile={f"trt_profile_{k}_shapes": shapes for k in ("min", "opt", "max")})
@@ -582,6 +638,7 @@ class InferenceSession:
             "depth": np.zeros((1, 1, S, S), np.float32),
             "ref_depth": np.zeros((1,), np.float32),
             "stream_mask": np.ones((1, 2), np.bool_),
+            **{n: v.copy() for n, v in self.init_mean.items()},
         }
         if self.io_binding:
             self._setup_binding()
@@ -612,12 +669,25 @@ class InferenceSession:
     def _check_io(self, where: str) -> None:
         names_in = tuple(i.name for i in self.session.get_inputs())
         names_out = tuple(o.name for o in self.session.get_outputs())
-        if names_in != INPUT_NAMES:
-            raise ContractMismatchError(f"{where}: graph inputs {names_in}, the app feeds {INPUT_NAMES}")
-        missing = [n for n in OUTPUT_NAMES if n not in names_out]
+        feeds = INPUT_NAMES + (WARM_START_INPUTS if self.warm_start else ())
+        if names_in != feeds:
+            why = ""
+            if names_in == INPUT_NAMES + WARM_START_INPUTS:
+                why = " (the graph has warm-start inputs but its metadata lacks 'warm_start')"
+            elif self.warm_start and names_in == INPUT_NAMES:
+                why = " (the metadata declares warm start but the graph lacks its inputs)"
+            raise ContractMismatchError(f"{where}: graph inputs {names_in}, the app feeds {feeds}{why}")
+        wanted = OUTPUT_NAMES + ((WARM_START_OUTPUT,) if self.warm_start else ())
+        missing = [n for n in wanted if n not in names_out]
         if missing:
             raise ContractMismatchError(f"{where}: graph lacks outputs {missing} (has {names_out})")
+        for name, mean in self.init_mean.items():
+            arg = next(i for i in self.session.get_inputs() if i.name == name)
+            if len(arg.shape) != 2 or (isinstance(arg.shape[1], int) and arg.shape[1] != mean.shape[1]):
+                raise ContractMismatchError(f"{where}: graph input {name} has shape {arg.shape}, its metadata mean "
+                                            f"has {mean.shape[1]} values")
         self._outputs = names_out
+        self._bound_outputs = wanted
 
     def _setup_binding(self) -> None:
         ort = self._ort
@@ -628,14 +698,15 @@ class InferenceSession:
             self._binding.bind_ortvalue_input(n, v)
         shapes = self._output_shapes(1)
         self._dev_outputs = {n: ort.OrtValue.ortvalue_from_shape_and_type(shapes[n], np.float32, dev, did)
-                             for n in OUTPUT_NAMES}  # only these are computed; any other graph output is not
+                             for n in self._bound_outputs}  # only these are computed; any other graph output is not
         for n, v in self._dev_outputs.items():
             self._binding.bind_ortvalue_output(n, v)
 
     def _output_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
         shapes = {"theta": (batch, 72), "beta": (batch, 10), "cam": (batch, 3),
                   "vertices": (batch, self.num_vertices, 3), "joints": (batch, len(self.contract.joint_names), 3),
-                  "lsp_joints": (batch, len(self.contract.lsp_joint_names), 3)}
+                  "lsp_joints": (batch, len(self.contract.lsp_joint_names), 3),
+                  WARM_START_OUTPUT: (batch, self.init_mean["init_pose6d"].shape[1] if self.warm_start else 144)}
         for o in self.session.get_outputs():  # trust the graph where it states a size
             if o.name in shapes and o.shape and len(o.shape) == len(shapes[o.name]):
                 shapes[o.name] = tuple(s if isinstance(s, int) and i > 0 else shapes[o.name][i]
@@ -655,21 +726,26 @@ class InferenceSession:
 
     # ------------------------------------------------------------------ per frame
     def run(self, rgb: np.ndarray, depth: np.ndarray, ref_depth: Any,
-            stream_mask: Optional[Any] = None) -> dict[str, np.ndarray]:
+            stream_mask: Optional[Any] = None, *, init_pose6d: Optional[Any] = None,
+            init_beta: Optional[Any] = None, init_cam: Optional[Any] = None) -> dict[str, np.ndarray]:
         """One frame (or a batch) -> {output name: array with a leading batch axis}.
 
         rgb: (S, S, 3) HWC or (3, S, S) or (B, 3, S, S), uint8 RGB.
         depth: (S, S) or (1, S, S) or (B, 1, S, S); float = metres, uint16 = millimetres (Kinect DEPTH16);
             0 = invalid. ref_depth: scalar or (B,) metres (ignored where the depth stream is off).
         stream_mask: (2,) or (B, 2) [rgb_on, depth_on]; None = both on.
+        init_pose6d (144,) or (B, 144) 6D, init_beta (10,) / (B, 10), init_cam (3,) / (B, 3): warm start
+            (e.g. the previous frame's outputs pose6d, beta, cam); each None = the model's mean, i.e. the
+            cold-start answer. Only for models with `warm_start`; the outputs then include pose6d.
         Batch 1 reuses the session's fixed buffers (and IO binding on GPU); B > 1 allocates per call.
         """
         S = self.input_size
         rgb_b = self._rgb_batch(np.asarray(rgb), S)
         B = rgb_b.shape[0]
         depth_b = self._depth_batch(np.asarray(depth), S, B)
-        mask_b = self._mask_batch(stream_mask, B)
+        mask_b = self._mask_batch(stream_mask, B, self.allow_no_streams)
         ref_b = self._ref_batch(ref_depth, B, mask_b)
+        init_b = self._init_batch({"init_pose6d": init_pose6d, "init_beta": init_beta, "init_cam": init_cam}, B)
         if B == 1:
             f = self._feeds
             np.copyto(f["rgb"], rgb_b)
@@ -679,6 +755,8 @@ class InferenceSession:
                 np.copyto(f["depth"], depth_b, casting="same_kind")
             f["ref_depth"][...] = ref_b
             f["stream_mask"][...] = mask_b
+            for n, v in init_b.items():
+                f[n][...] = v
             if self.io_binding:
                 for n, v in self._dev_inputs.items():
                     v.update_inplace(f[n])
@@ -691,7 +769,7 @@ class InferenceSession:
         if depth_b.dtype == np.uint16:
             depth_b = depth_b.astype(np.float32) * np.float32(0.001)
         feeds = {"rgb": np.ascontiguousarray(rgb_b), "depth": np.ascontiguousarray(depth_b, dtype=np.float32),
-                 "ref_depth": ref_b, "stream_mask": mask_b}
+                 "ref_depth": ref_b, "stream_mask": mask_b, **init_b}
         return dict(zip(self._outputs, self.session.run(None, feeds)))
 
     @staticmethod
@@ -724,8 +802,38 @@ class InferenceSession:
                                  "or uint16 millimetres")
         return d
 
+    def _init_batch(self, given: Mapping[str, Any], B: int) -> dict[str, np.ndarray]:
+        """{warm-start input: (B, n) float32} for a warm-start model (the mean where not given); {} otherwise."""
+        if not self.warm_start:
+            passed = [n for n, v in given.items() if v is not None]
+            if passed:
+                raise ValueError(f"{self.path.name} has no warm-start inputs (exported before warm start); "
+                                 f"re-export it to pass {', '.join(passed)}")
+            return {}
+        out = {}
+        for name, mean in self.init_mean.items():
+            value = given.get(name)
+            n = mean.shape[1]
+            if value is None:
+                out[name] = mean if B == 1 else np.repeat(mean, B, axis=0)
+                continue
+            a = np.asarray(value)
+            if a.dtype.kind not in "fiu":
+                raise ValueError(f"{name} must be float numbers, got dtype {a.dtype}")
+            if a.shape == (n,):
+                a = a[None]
+            if a.shape == (1, n) and B > 1:
+                a = np.repeat(a, B, axis=0)
+            if a.shape != (B, n):
+                raise ValueError(f"{name} must be ({n},) or ({B}, {n}), got shape {a.shape}")
+            a = np.ascontiguousarray(a, dtype=np.float32)
+            if not np.isfinite(a).all():
+                raise ValueError(f"{name} holds NaN or inf")
+            out[name] = a
+        return out
+
     @staticmethod
-    def _mask_batch(stream_mask: Any, B: int) -> np.ndarray:
+    def _mask_batch(stream_mask: Any, B: int, allow_no_streams: bool = False) -> np.ndarray:
         if stream_mask is None:
             return np.ones((B, 2), np.bool_)
         m = np.asarray(stream_mask)
@@ -737,8 +845,9 @@ class InferenceSession:
             m = np.broadcast_to(m, (B, 2))
         if m.shape != (B, 2):
             raise ValueError(f"stream_mask must be (2,) or ({B}, 2) [rgb_on, depth_on], got {m.shape}")
-        if not m.any(axis=1).all():
-            raise ValueError("stream_mask turns both streams off for a frame: nothing to infer from")
+        if not allow_no_streams and not m.any(axis=1).all():
+            raise ValueError("stream_mask turns both streams off for a frame: nothing to infer from (evaluation "
+                             "tools may pass allow_no_streams=True to the session)")
         return np.ascontiguousarray(m)
 
     @staticmethod
@@ -756,9 +865,9 @@ class InferenceSession:
         return np.where(depth_on, r, np.float32(0.0)).astype(np.float32)
 
     def describe(self) -> str:
-        """One line: file, preset, variant, provider."""
+        """One line: file, preset, variant, warm start, provider."""
         c = self.contract
         return (f"{self.path.name}: {c.preset} {c.variant}, {c.input_size}px, body {c.body_model_id} "
                 f"({c.body_num_vertices} vertices), {'random weights' if c.random_weights else 'trained'}, "
-                f"on {self.provider}")
+                f"{'warm-start inputs' if self.warm_start else 'no warm-start inputs'}, on {self.provider}")
 

@@ -5,7 +5,9 @@ Every source implements `FrameSource`: `read(timeout_s)` returns the next `RgbdF
 raise `SourceTimeout` when no capture arrives in time and `SourceError` when the device is lost. Per
 frame, each stream gets a `StreamStatus` (OK / OFF / MISSING / UNDECODABLE / EMPTY / STALE, see
 `app.frames`); a stream fault never raises, it is a status the consumer's `StreamHealth` acts on (a
-layout mistake, such as an 8-bit depth PNG in a folder, does raise).
+layout mistake, such as an 8-bit depth PNG in a folder, does raise). Every frame carries `decode_ms`,
+the time spent decoding its images where that happens here (MJPEG -> BGR or BGRA -> BGR of a Kinect or
+.mkv capture; reading and decoding the image files of a folder), and `host_time_s`, taken before that.
 
 `open_source(spec)`: "clip.mkv" -> MkvSource, a folder -> FolderSource, "k4a" or "k4a:<index>" ->
 KinectSource.
@@ -135,7 +137,7 @@ def load_rig(calibration: Union[RgbdRig, PathLike], depth_mode: Optional[str] = 
     text = path.read_text(encoding="utf-8", errors="replace")
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise SourceError(f"{path}: calibration is not valid JSON ({exc})") from exc
     try:
         if isinstance(doc, dict) and "CalibrationInformation" in doc:
@@ -145,6 +147,8 @@ def load_rig(calibration: Union[RgbdRig, PathLike], depth_mode: Optional[str] = 
         return RgbdRig.from_dict(doc)
     except CalibrationError as exc:
         raise SourceError(f"{path}: bad calibration: {exc}") from exc
+    except (ValueError, TypeError, OverflowError) as exc:  # a malformed value the rig parser did not name
+        raise SourceError(f"{path}: bad calibration: {type(exc).__name__}: {exc}") from exc
 
 
 def _check_rig_sizes(rig: RgbdRig, where: str, color_wh: Optional[tuple[int, int]],
@@ -294,11 +298,14 @@ class KinectSource:
             raise SourceError(self._lost) from exc
         host_time = time.perf_counter()
         color, color_status, color_ts = None, StreamStatus.OFF, None
+        decode_ms = None
         if self.has_color:
             raw = capture.color
             if raw is not None:
                 color_ts = int(capture.color_timestamp_usec)
+            t0 = time.perf_counter()
             color, color_status = _decode_color(raw, self.color_format, self.rig.color.size)
+            decode_ms = (time.perf_counter() - t0) * 1e3
             if color is not None:
                 color_status = self.checker.check_color(color, color_ts, capture.color_system_timestamp_nsec)
         depth, depth_status, depth_ts = None, StreamStatus.OFF, None
@@ -317,7 +324,7 @@ class KinectSource:
         self.checker.note_frame(ts)
         self._last_ts = ts
         frame = RgbdFrame(self.frames_received, ts, color, depth, self.rig, self.name, color_status, depth_status,
-                          host_time)
+                          host_time, decode_ms)
         self.frames_received += 1
         return frame
 
@@ -540,9 +547,12 @@ class MkvSource:
     def _frame(self, capture: Any, index: int, ts: int) -> RgbdFrame:
         host_time = time.perf_counter()
         color, color_status = None, StreamStatus.OFF
+        decode_ms = None
         if self.has_color:
             raw = capture.color
+            t0 = time.perf_counter()
             color, color_status = _decode_color(raw, self.color_format, self.rig.color.size)
+            decode_ms = (time.perf_counter() - t0) * 1e3
             if color is not None:
                 color_status = self.checker.check_color(color, int(capture.color_timestamp_usec))
         depth, depth_status = None, StreamStatus.OFF
@@ -556,7 +566,7 @@ class MkvSource:
                 depth = raw
                 depth_status = self.checker.check_depth(raw, int(capture.depth_timestamp_usec))
         self.checker.note_frame(ts)
-        return RgbdFrame(index, ts, color, depth, self.rig, self.name, color_status, depth_status, host_time)
+        return RgbdFrame(index, ts, color, depth, self.rig, self.name, color_status, depth_status, host_time, decode_ms)
 
     # -- seeking ------------------------------------------------------------------------------------
     def _build_index(self) -> list[tuple[int, int]]:
@@ -715,7 +725,7 @@ class FolderSource:
         stems = set(self._color) | set(self._depth)
         if not stems:
             raise SourceError(f"{self.folder}: no images in color/ or depth/")
-        numeric = all(s.isdigit() for s in stems)
+        numeric = all(s.isdecimal() for s in stems)  # what int() accepts ('²'.isdigit() is True, int('²') fails)
         self._stems = sorted(stems, key=(lambda s: (int(s), s)) if numeric else None)
         period = 1e6 / fps
         self.timestamps = self._read_timestamps() or [int(round(i * period)) for i in range(len(self._stems))]
@@ -733,15 +743,22 @@ class FolderSource:
         path = self.folder / "timestamps.txt"
         if not path.is_file():
             return None
+        try:
+            content = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SourceError(f"{path}: not UTF-8 text ({exc})") from None
         values = []
-        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        for lineno, line in enumerate(content.splitlines(), 1):
             text = line.split("#", 1)[0].strip()
             if not text:
                 continue
             try:
-                values.append(int(text))
+                value = int(text)
             except ValueError:
                 raise SourceError(f"{path}:{lineno}: expected an integer timestamp in µs, got {text!r}") from None
+            if not 0 <= value < 2**63:  # device time is a non-negative int64 (outputs store it as one)
+                raise SourceError(f"{path}:{lineno}: timestamp {value} is outside 0 .. 2**63-1 µs")
+            values.append(value)
         if len(values) != len(self._stems):
             raise SourceError(f"{path}: {len(values)} timestamps for {len(self._stems)} frames")
         return values
@@ -785,11 +802,15 @@ class FolderSource:
         i = self._i
         self._i += 1
         stem, ts = self._stems[i], self.timestamps[i]
+        host_time = time.perf_counter()
+        decode_s = 0.0
         color, color_status = None, StreamStatus.OFF
         if self.has_color:
             color_status = StreamStatus.MISSING
             if stem in self._color:
+                t0 = time.perf_counter()
                 img = cv2.imread(str(self._color[stem]), cv2.IMREAD_COLOR)
+                decode_s += time.perf_counter() - t0
                 if img is None or img.shape[:2] != (self.rig.color.height, self.rig.color.width):
                     color_status = StreamStatus.UNDECODABLE
                 else:
@@ -800,7 +821,9 @@ class FolderSource:
             depth_status = StreamStatus.MISSING
             if stem in self._depth:
                 path = self._depth[stem]
+                t0 = time.perf_counter()
                 img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+                decode_s += time.perf_counter() - t0
                 if img is None:
                     depth_status = StreamStatus.UNDECODABLE
                 elif img.dtype != np.uint16 or img.ndim != 2:
@@ -812,7 +835,8 @@ class FolderSource:
                     depth = img
                     depth_status = self.checker.check_depth(img, ts)
         self.checker.note_frame(ts)
-        return RgbdFrame(i, ts, color, depth, self.rig, self.name, color_status, depth_status, time.perf_counter())
+        return RgbdFrame(i, ts, color, depth, self.rig, self.name, color_status, depth_status, host_time,
+                         decode_s * 1e3)
 
     def close(self) -> None:
         self._closed = True

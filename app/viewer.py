@@ -74,7 +74,8 @@ KEY_BINDINGS: tuple[KeyBinding, ...] = (
     KeyBinding("2", (ord("2"),), "mode_depth", "force depth-only input"),
     KeyBinding("3", (ord("3"),), "mode_rgb", "force RGB-only input"),
     KeyBinding("0", (ord("0"),), "mode_auto", "input mode chosen automatically (stream health)"),
-    KeyBinding("R", (ord("R"),), "record", "start / stop recording"),
+    KeyBinding("R", (ord("R"),), "record", "start / stop recording the outputs (python -m app: into --out, "
+               "else ./recordings/<time>)"),
     KeyBinding("P", (ord("P"),), "screenshot", "save a screenshot (3D view + plots)"),
     KeyBinding("V", (ord("V"),), "reset_view", "back to the sensor's viewpoint"),
     KeyBinding("H", (ord("H"),), "help", "print this key list"),
@@ -105,7 +106,9 @@ class ViewerConfig:
     """window_size: (W, H) px; visible: False renders offscreen (EGL; tests, screenshots);
     plots_refresh_hz: how often the plots redraw; point_size: cloud points in px; background: RGB in [0, 1];
     screenshot_dir: where P saves; record_dir: if set, R also records the 3D view to an MP4 there
-    (otherwise "record_start"/"record_stop" are only forwarded); close_at_end: quit when the stream ends
+    (otherwise "record_start"/"record_stop" are only forwarded); start_recording: the recording state at
+    start (the CLI's --out records from the first frame, so its first R is "record_stop");
+    close_at_end: quit when the stream ends
     (default: keep the last frame on screen until the user quits); every_result: the feed thread waits
     for each item to be shown instead of replacing it (deterministic, for tests and offline review);
     idle_sleep_s: the loop's sleep when nothing happened; scene: what the 3D scene draws."""
@@ -119,6 +122,7 @@ class ViewerConfig:
     screenshot_dir: Path = Path("screenshots")
     record_dir: Optional[Path] = None
     record_fps: float = 30.0
+    start_recording: bool = False
     close_at_end: bool = False
     every_result: bool = False
     idle_sleep_s: float = 0.005
@@ -293,7 +297,7 @@ class Viewer:
         self.scene = Scene3D(faces, parents, config.scene)
         self.stats = ViewerStats()
         self.paused = False
-        self.recording = False
+        self.recording = bool(config.start_recording)
         self.last: Optional[Item] = None
         self._quit = False
         self._closed = False

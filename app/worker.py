@@ -10,7 +10,8 @@ protocol). Any thread may call `force_mode`, `stop` and read the counters.
 `process(frame)` runs the pipeline synchronously (tests, or a caller that owns the worker instead).
 
 Per frame (timings_ms keys in brackets; "capture" is how long the worker waited for the frame, "decode"
-happens in the capture layer and "render" in the viewer, so neither is timed here):
+is the source's own measurement carried on the frame (`RgbdFrame.decode_ms`, reported when the source
+gives one), "render" happens in the viewer / headless writer and is not timed here):
 
 1. Mode. A stream is fed to the model when the requested mode includes it (auto: all), this frame has
    it with status OK, and `StreamHealth` (drop after 1 bad frame, restore after `restore_after` good
@@ -29,6 +30,15 @@ happens in the capture layer and "render" in the viewer, so neither is timed her
    `crop_depth` / `crop_mask`; reference depth with `model.preprocess.reference_depth` over the person
    mask (the same functions training uses).
 4. [infer] `session.run(rgb (1,3,S,S) uint8 RGB, depth (1,1,S,S) m, ref (1,), stream_mask (1,2))`.
+   Warm start (`WorkerConfig.warm_start`, models exported with warm-start inputs): when the track
+   continues, i.e. the previous frame gave a body and this frame's person is the same one (the
+   localiser chose it by the track; without depth, the box comes from the previous mesh), the IEF
+   regressor starts from the previous frame's *raw* estimate (pose6d, beta, cam as the model returned
+   them, before placement and smoothing); otherwise (first frame, a frame without a body in between, a
+   new person, a failed frame) from the model's mean. `FrameResult.warm_start` says which. Off by
+   default: the regressor is trained from the mean only, and on a 60-frame synthetic walk (an early
+   lite checkpoint, `python -m app.replay_bench`) warm starts lowered PA-MPJPE (155 vs 181 mm) but
+   let the weak camera drift (placed MPJPE 362 vs 331 mm) and doubled the jitter; latency is the same.
 5. [post] `app.placement.place_body` (weak camera + crop + intrinsics, refined with the observed person
    depth when depth was fed) and `app.smoothing.BodySmoother` (One Euro; restarted when the person was
    lost for longer than its max gap).
@@ -59,6 +69,7 @@ from app.localize import Detection, LocalizeConfig, PersonLocalizer
 from app.mailbox import EndOfStream
 from app.placement import PlacementConfig, place_body
 from app.results import BodyEstimate, FrameResult, InputMode
+from app.runtime import WARM_START_SOURCES as _WARM_SOURCES
 from app.smoothing import BodySmoother, SmoothingConfig
 from calibration.align import ColorToDepthAligner
 from calibration.rig import RgbdRig
@@ -73,10 +84,11 @@ MODES = ("auto", "rgbd", "depth", "rgb")
 
 
 class ModelSession(Protocol):
-    """What the worker needs from `app.runtime`'s session (one call per frame, batch 1)."""
+    """What the worker needs from `app.runtime`'s session (one call per frame, batch 1). A session with a
+    true `warm_start` attribute also takes init_pose6d / init_beta / init_cam keywords and returns pose6d."""
 
-    def run(self, rgb: np.ndarray, depth: np.ndarray, ref_depth: np.ndarray, stream_mask: np.ndarray
-            ) -> dict[str, np.ndarray]: ...
+    def run(self, rgb: np.ndarray, depth: np.ndarray, ref_depth: np.ndarray, stream_mask: np.ndarray,
+            **init: np.ndarray) -> dict[str, np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -85,8 +97,10 @@ class WorkerConfig:
     input_size: crop size in px (None: from the session's contract); default_depth_m: person depth assumed
     before any was seen (RGB-only alignment plane, default box); restore_after: good frames before a
     dropped stream is used again; track_frames: how many frames a previous mesh / box may stand in for
-    a missing depth localisation; get_timeout_s: wait per `get` (bounds stop latency); join_timeout_s:
-    how long `stop` waits for the thread."""
+    a missing depth localisation; warm_start: start the model from the previous frame's raw estimate
+    while the track continues (module docstring; needs a model with warm-start inputs, else ignored);
+    get_timeout_s: wait per `get` (bounds stop latency); join_timeout_s: how long `stop` waits for the
+    thread."""
 
     mode: str = "auto"
     crop_margin: float = 1.25
@@ -94,6 +108,7 @@ class WorkerConfig:
     default_depth_m: float = 2.5
     restore_after: int = 3
     track_frames: int = 30
+    warm_start: bool = False
     get_timeout_s: float = 0.1
     join_timeout_s: float = 5.0
     localize: LocalizeConfig = field(default_factory=LocalizeConfig)
@@ -132,6 +147,7 @@ class _Track:
     pelvis: Optional[np.ndarray]
     vertices: Optional[np.ndarray]
     ref_depth_m: float
+    init: Optional[dict[str, np.ndarray]] = None  # raw model outputs for a warm start: {input name: (1, n)}
 
 
 class InferenceWorker(threading.Thread):
@@ -170,6 +186,7 @@ class InferenceWorker(threading.Thread):
         self.frames_processed = 0
         self.failures = 0
         self.inference_failures = 0
+        self.warm_starts = 0
         self.last_failure: Optional[str] = None
         self._aligners: dict[int, tuple[RgbdRig, ColorToDepthAligner]] = {}
         self._localizers: dict[int, tuple[RgbdRig, PersonLocalizer]] = {}
@@ -244,6 +261,9 @@ class InferenceWorker(threading.Thread):
         """Run the pipeline on one frame (the caller's thread); never raises for a bad frame."""
         requested = self.requested_mode
         timings: dict[str, float] = {"capture": float(wait_ms)}
+        decode_ms = getattr(frame, "decode_ms", None)
+        if decode_ms is not None:
+            timings["decode"] = float(decode_ms)
         result = FrameResult(frame_id=int(frame.frame_id), timestamp_usec=int(frame.timestamp_usec),
                              mode=InputMode.NONE, requested_mode=requested, body=None, timings_ms=timings,
                              dropped_frames=self._dropped_so_far())
@@ -330,10 +350,13 @@ class InferenceWorker(threading.Thread):
 
         # ---- infer
         t = time.perf_counter()
+        init = self._warm_start_init(det)
         try:
             out = self.session.run(rgb[None], depth[None, None], np.array([ref], np.float32),
-                                   np.array([[color_on, depth_on]], dtype=bool))
+                                   np.array([[color_on, depth_on]], dtype=bool), **init)
             theta, beta, cam = (np.asarray(out[k], dtype=np.float64)[0] for k in ("theta", "beta", "cam"))
+            raw = ({n: np.array(out[src][:1], dtype=np.float32) for n, src in _WARM_SOURCES.items()}
+                   if all(src in out for src in _WARM_SOURCES.values()) else None)
             vertices = np.asarray(out["vertices"], dtype=np.float64)[0]
             joints = np.asarray(out["joints"], dtype=np.float64)[0]
         except Exception as exc:
@@ -355,12 +378,25 @@ class InferenceWorker(threading.Thread):
                             bbox=np.asarray(bbox, dtype=np.float32))
         self._track = _Track(frame_index=self.frames_processed, bbox=np.asarray(bbox, np.float64),
                              pelvis=body.joints[0].astype(np.float64), vertices=body.vertices,
-                             ref_depth_m=float(observed if observed is not None else body.transl[2]))
+                             ref_depth_m=float(observed if observed is not None else body.transl[2]), init=raw)
         timings["post"] = (time.perf_counter() - t) * 1e3
         result.body = body
+        result.warm_start = bool(init)
+        self.warm_starts += bool(init)
         result.message = "; ".join(notes)
 
     # ------------------------------------------------------------------ helpers
+    def _warm_start_init(self, det: Optional[Detection]) -> dict[str, np.ndarray]:
+        """The previous frame's raw estimate as run() keywords when the track continues, else {} (the mean)."""
+        prev = self._track
+        if not (self.config.warm_start and getattr(self.session, "warm_start", False)):
+            return {}
+        if prev is None or prev.init is None or prev.frame_index != self.frames_processed - 1:
+            return {}  # first frame, or the previous frame had no body (lost, failed, no stream)
+        if det is not None and not det.tracked:
+            return {}  # depth picked someone by position, not by the track: maybe another person
+        return dict(prev.init)
+
     def _failed(self, frame: RgbdFrame, result: FrameResult, message: str) -> None:
         self.failures += 1
         self.last_failure = result.message = message

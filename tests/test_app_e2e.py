@@ -113,7 +113,9 @@ def test_replay_writes_outputs_for_every_frame(clips, lite_model, tmp_path, caps
     assert np.abs(pelvis[:, 2] - gt.arrays["joints3d"][:, 0, 2]).max() < 0.35
     rows = jsonl(out / "frames.jsonl")
     assert len(rows) == N_FRAMES and all(r["body"] is not None for r in rows)
-    assert set(rows[0]["timings_ms"]) >= {"capture", "align", "crop", "infer", "post"}
+    # every stage is timed, the MJPEG decode in the source and the overlay's render included
+    assert all(set(r["timings_ms"]) == {"capture", "decode", "align", "crop", "infer", "post", "render"} for r in rows)
+    assert min(r["timings_ms"]["decode"] for r in rows) > 0.1 and min(r["timings_ms"]["render"] for r in rows) > 0.1
     assert len(list((out / "meshes").glob("mesh_*.ply"))) == N_FRAMES
     assert f"Frames: {N_FRAMES}" in (out / "motion.bvh").read_text()
     video = cv2.VideoCapture(str(out / "overlay.mp4"))
@@ -131,6 +133,12 @@ def test_replay_writes_outputs_for_every_frame(clips, lite_model, tmp_path, caps
     assert code == 0, err
     with np.load(out / "results.npz") as z:
         assert z["modes"].tolist() == ["depth"] * 4 and z["requested_modes"].tolist() == ["depth"] * 4
+    assert "warm-started" not in err  # off by default
+    # warm start: every frame after the first continues the track of the one person walking
+    code, err = run(["--source", clips["full"], "--model", lite_model, "--providers", "cpu", "--headless",
+                     "--out", tmp_path / "warm", "--no-progress", "--no-overlay", "--warm-start"], capsys)
+    assert code == 0, err
+    assert f"{N_FRAMES} frames, {N_FRAMES} with a body (rgbd {N_FRAMES}), {N_FRAMES - 1} warm-started" in err
 
 
 @pytest.mark.parametrize("drop, fallback", [("color", "depth"), ("depth", "rgb")])

@@ -468,3 +468,27 @@ def test_rgbd_frame_validates_images_against_statuses():
     frame = RgbdFrame(3, 9, None, depth, rig, "t", color_status="undecodable")
     assert frame.color_status is StreamStatus.UNDECODABLE and frame.streams == "depth"
     assert depth.flags.writeable and not frame.depth_mm.flags.writeable  # caller's array untouched
+
+
+# ------------------------------------------------------------------------------------------ decode timing
+def test_frames_carry_the_decode_time_of_their_images(clip, tmp_path):
+    import time
+
+    with MkvSource(clip) as source:
+        for _ in range(3):
+            t0 = time.perf_counter()
+            f = source.read(1.0)
+            wall_ms = (time.perf_counter() - t0) * 1e3
+            # a 1280x720 JPEG takes milliseconds to decode, inside the read
+            assert f.decode_ms is not None and 0.1 < f.decode_ms <= wall_ms
+            assert f.host_time_s <= time.perf_counter() - f.decode_ms / 1e3  # taken before the decode
+    depth_only = write_clip(tmp_path / "depth.mkv", K4ARecordingConfig(color_format=None, depth_mode="NFOV_UNBINNED"),
+                            n=1)
+    with MkvSource(depth_only) as source:
+        assert source.read(1.0).decode_ms is None  # nothing to decode: raw DEPTH16
+    folder = make_folder(tmp_path / "ds", n=1)
+    with FolderSource(folder) as source:
+        t0 = time.perf_counter()
+        f = source.read(1.0)
+        wall_ms = (time.perf_counter() - t0) * 1e3
+    assert 0.0 < f.decode_ms <= wall_ms  # reading + decoding the two PNGs

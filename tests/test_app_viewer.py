@@ -519,6 +519,149 @@ def test_headless_bad_input(person, tmp_path):
         r.add(make_frame(person), make_result(person))
 
 
+def test_overlay_label_shows_every_stage_time_including_decode(person):
+    overlay = OverlayRenderer(person.faces, SMPL_PARENTS, size=(640, 360))
+    result = make_result(person, 7)
+    result.timings_ms["render"] = 12.25
+    assert overlay.label_lines(result, 29.96) == [
+        "RGB-D   30.0 fps  frame 7",
+        "ms: capture 1.0  decode 4.0  align 9.0  crop 1.5  infer 40.0  post 2.0  render 12.2"]
+    quiet = OverlayRenderer(person.faces, SMPL_PARENTS, size=(640, 360), style=OverlayStyle(timings=False))
+    assert quiet.label_lines(result, 29.96) == ["RGB-D   30.0 fps  frame 7"]
+    # the extra line is drawn: the label box is taller with it
+    frame = make_frame(person)
+    rows_with = np.flatnonzero((overlay.render(frame, result, fps=30.0)[:, 8:12] != quiet.render(
+        frame, result, fps=30.0)[:, 8:12]).any(axis=(1, 2)))
+    assert rows_with.size and rows_with.min() > 20  # below the first line
+
+
+# ---------------------------------------------------------------------------------------- recording (R key)
+def _read_take(folder: Path) -> list[int]:
+    with np.load(folder / "results.npz", allow_pickle=False) as z:
+        return z["frame_ids"].tolist()
+
+
+def test_record_key_starts_and_stops_writing_outputs(person, tmp_path, capsys):
+    from app.cli import RecordControl, ViewerControls
+    from app.outputs import OutputWriter
+
+    stamps = iter(["20261125_101500", "20261125_101507"])
+    recorder = RecordControl(lambda folder: OutputWriter(folder, faces=person.faces), root=tmp_path / "recordings",
+                             clock=lambda: next(stamps))
+    modes: list[str] = []
+    controls = ViewerControls(modes.append, recorder)
+    results = [make_result(person, i, body=i != 2) for i in range(7)]
+    controls.on_result(None, results[0])          # not recording yet: nothing is written
+    assert not recorder.recording and not (tmp_path / "recordings").exists()
+    controls.on_key("record_start")
+    for r in results[1:4]:
+        controls.on_result(None, r)
+    controls.on_key("record_stop")
+    controls.on_result(None, results[4])
+    controls.on_key("mode_depth")
+    controls.on_key("record_start")
+    controls.on_result(None, results[5])
+    controls.on_key("pause")                     # other actions do not touch the recording
+    controls.on_result(None, results[6])
+    recorder.close()
+    first, second = tmp_path / "recordings" / "20261125_101500", tmp_path / "recordings" / "20261125_101507"
+    assert recorder.takes == [first, second] and not recorder.recording and recorder.errors == []
+    assert _read_take(first) == [1, 2, 3] and _read_take(second) == [5, 6]
+    assert (first / "motion.bvh").is_file() and len((first / "frames.jsonl").read_text().splitlines()) == 3
+    assert modes == ["depth"]
+    err = capsys.readouterr().err
+    assert f"fusemesh: recording to {first} (R stops)" in err
+    assert f"fusemesh: recording stopped: 3 frames in {first}" in err
+    assert f"fusemesh: recording stopped: 2 frames in {second}" in err
+
+
+def test_record_key_with_out_records_from_the_start_then_takes_go_beside_it(person, tmp_path, capsys):
+    from app.cli import RecordControl, ViewerControls
+    from app.outputs import OutputError, OutputWriter
+
+    out = tmp_path / "run"
+    recorder = RecordControl(lambda folder: OutputWriter(folder), out=out, writer=OutputWriter(out),
+                             clock=lambda: "20261125_101500")
+    assert recorder.recording
+    controls = ViewerControls(lambda mode: None, recorder)
+    # the real viewer, offscreen, driven through its key callback: its first R is a stop
+    viewer = Viewer([], person.faces, SMPL_PARENTS, on_key=controls.on_key, show_plots=False,
+                    config=_viewer_config(tmp_path, start_recording=True))
+    try:
+        for i in range(2):
+            controls.on_result(None, make_result(person, i))
+        viewer._key_callback("record")(None)
+        viewer.step()
+        assert not viewer.recording and not recorder.recording
+        controls.on_result(None, make_result(person, 2))  # between takes: dropped
+        viewer._key_callback("record")(None)
+        viewer.step()
+        assert viewer.recording and recorder.recording
+        controls.on_result(None, make_result(person, 3))
+        assert "REC" in viewer.status_text()
+    finally:
+        viewer.close()
+        recorder.close()
+    take = tmp_path / "run_20261125_101500"
+    assert recorder.takes == [out, take]
+    assert _read_take(out) == [0, 1] and _read_take(take) == [3]
+    # a take that cannot be opened is reported and the viewer goes on
+    (tmp_path / "blocked").write_text("a file where the folder should go")
+    broken = RecordControl(lambda folder: OutputWriter(folder), root=tmp_path / "blocked", clock=lambda: "x")
+    assert broken.start() is None and not broken.recording
+    assert isinstance(broken.errors[0], OutputError)
+    assert "fusemesh: cannot record: " in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------- window under Xvfb
+_XVFB_SCRIPT = """
+import json, os, sys
+import tests.test_app_viewer as T
+os.environ["QT_QPA_PLATFORM"] = "xcb"  # a real window for the plots too (the test module chose offscreen)
+from app.viewer import Viewer, ViewerConfig
+from model.body import BodyModel, DEFAULT_BODY_PATH, SMPL_PARENTS
+p = T.build_person(BodyModel.from_file(DEFAULT_BODY_PATH))
+items = [(T.make_frame(p, i), T.make_result(p, i)) for i in range(5)]
+config = ViewerConfig(window_size=(640, 480), visible=True, every_result=True, close_at_end=False, idle_sleep_s=0.0)
+viewer = Viewer(iter(items), p.faces, SMPL_PARENTS, show_plots=True, config=config)
+try:
+    while not viewer.feed.ended:
+        viewer.step()
+    viewer.press("toggle_cloud")  # the mesh alone, as in the offscreen test
+    img = viewer.capture()
+    uv = viewer.view.project(p.joints[list(T.INSIDE_JOINTS)])
+    orange = T.is_mesh_orange(T.pixel(img, uv)).tolist()
+    viewer._key_callback("toggle_mesh")(None)  # a key through Open3D's callback, handled by the next step
+    viewer.step()
+    hidden = T.is_mesh_orange(T.pixel(viewer.capture(), uv)).tolist()
+    plots = viewer.plots.is_visible
+    stats = viewer.stats
+finally:
+    viewer.close()
+print(json.dumps({"display": os.environ.get("DISPLAY"), "shown": stats.shown, "orange": orange, "hidden": hidden,
+                  "plots": plots, "shape": list(img.shape)}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(__import__("shutil").which("xvfb-run") is None,
+                    reason="xvfb-run is not installed (apt package xvfb): the window test needs an X server")
+def test_window_viewer_runs_under_xvfb(tmp_path):
+    import json
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    env["XDG_RUNTIME_DIR"] = str(tmp_path)  # Qt wants one; Xvfb sessions have none
+    r = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", sys.executable, "-c", _XVFB_SCRIPT],
+                       capture_output=True, text=True, timeout=240, cwd=Path(__file__).resolve().parents[1], env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["display"] and got["display"].startswith(":")  # a real X display, not EGL offscreen
+    assert got["shown"] == 5 and got["plots"] is True and got["shape"] == [480, 640, 3]
+    assert all(got["orange"])  # the lit mesh is where the person's torso and legs project
+    assert not any(got["hidden"])  # and gone after M
+
+
 # ---------------------------------------------------------------------------------------- docs/app.png
 def _orbit(center: np.ndarray, yaw_deg: float, pitch_deg: float, distance: float) -> np.ndarray:
     """4x4 depth camera frame -> a camera on a sphere around `center` looking at it (OpenCV axes)."""

@@ -330,14 +330,19 @@ def session(lite_model):
 
 
 class RecordingSession:
-    """The real session, recording what the worker feeds it (inputs are checked, outputs untouched)."""
+    """The real session, recording what the worker feeds it (inputs are checked, outputs untouched):
+    calls (rgb, depth, ref, mask), inits (the warm-start keywords, {} = the mean) and outputs."""
 
     def __init__(self, inner):
-        self.inner, self.input_size, self.calls = inner, inner.input_size, []
+        self.inner, self.input_size, self.warm_start = inner, inner.input_size, inner.warm_start
+        self.calls, self.inits, self.outputs = [], [], []
 
-    def run(self, rgb, depth, ref_depth, stream_mask):
+    def run(self, rgb, depth, ref_depth, stream_mask, **init):
         self.calls.append((rgb.copy(), depth.copy(), np.array(ref_depth), np.array(stream_mask)))
-        return self.inner.run(rgb, depth, ref_depth, stream_mask)
+        self.inits.append({k: np.array(v) for k, v in init.items()})
+        out = self.inner.run(rgb, depth, ref_depth, stream_mask, **init)
+        self.outputs.append({k: np.array(v) for k, v in out.items()})
+        return out
 
 
 COLOR = np.dstack([np.tile(np.linspace(0, 255, 1280, dtype=np.uint8), (720, 1)),
@@ -478,3 +483,53 @@ def test_thread_posts_every_frame_then_an_end_marker(session):
     w.start()
     t = time.perf_counter()
     assert w.stop() and time.perf_counter() - t < 2.0
+
+
+@needs_model
+def test_warm_start_follows_the_track_and_resets_to_the_mean(session):
+    assert session.warm_start  # the session-wide lite export has the warm-start inputs
+    rec = RecordingSession(session)
+    w = InferenceWorker(rec, config=WorkerConfig(warm_start=True))
+    other = render([person(-1.6, 4.6, 11), TABLE])[0]  # someone 2.4 m away from the tracked person
+    seq = [frame(0), frame(1), frame(2, depth=EMPTY[0]), frame(3), frame(4), frame(5, depth=other),
+           frame(6, depth=other), frame(7, depth=None)]
+    results = [w.process(f) for f in seq]
+    assert [r.body is not None for r in results] == [True, True, False, True, True, True, True, True]
+    # frame 2 has nobody (track lost): frame 3 restarts from the mean; frame 5 is another person (the
+    # localiser could not follow the track there): mean again; without depth the previous mesh is followed
+    assert [r.warm_start for r in results] == [False, True, False, False, True, False, True, True]
+    assert w.warm_starts == 4
+    calls = [i for i, r in enumerate(results) if r.body is not None]  # frames that reached the model
+    assert len(rec.inits) == len(calls) == 7
+    warm_calls = [k for k, i in enumerate(calls) if results[i].warm_start]
+    for k, init in enumerate(rec.inits):
+        if k not in warm_calls:
+            assert init == {}  # the session feeds its mean
+            continue
+        # the previous call's raw model outputs, not the smoothed / placed body
+        prev = rec.outputs[k - 1]
+        assert set(init) == {"init_pose6d", "init_beta", "init_cam"}
+        np.testing.assert_array_equal(init["init_pose6d"], prev["pose6d"])
+        np.testing.assert_array_equal(init["init_beta"], prev["beta"])
+        np.testing.assert_array_equal(init["init_cam"], prev["cam"])
+    # a cold frame is exactly what the model gives without any init; a warm one is not
+    k3 = calls.index(3)
+    np.testing.assert_array_equal(rec.outputs[k3]["vertices"], session.run(*rec.calls[k3])["vertices"])
+    k4 = calls.index(4)
+    assert not np.array_equal(rec.outputs[k4]["pose6d"], session.run(*rec.calls[k4])["pose6d"])
+    # switched off: every frame starts from the mean
+    rec_off = RecordingSession(session)
+    w_off = InferenceWorker(rec_off, config=WorkerConfig(warm_start=False))
+    assert not any(w_off.process(f).warm_start for f in seq[:2])
+    assert rec_off.inits == [{}, {}]
+
+
+@needs_model
+def test_decode_time_of_the_frame_is_a_stage(session):
+    w = InferenceWorker(session)
+    f = RgbdFrame(0, 1_000_000, COLOR, SCENE[0], RIG, "test", decode_ms=3.25)
+    r = w.process(f)
+    assert r.timings_ms["decode"] == 3.25 and r.body is not None
+    assert "decode" not in w.process(frame(1)).timings_ms  # a frame without a decode time
+    with pytest.raises(ValueError, match="decode_ms must be None or milliseconds"):
+        RgbdFrame(0, 0, COLOR, SCENE[0], RIG, "test", decode_ms=-1.0)

@@ -26,7 +26,8 @@ from model.config import config_from_dict, preset
 from model.network import build_fusemesh
 from tests.toy_body import write_toy_body
 from training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from training.export import (VARIANTS, torch_outputs, build_contract, compare_with_torch, export_onnx, main)
+from training.export import (VARIANTS, torch_outputs, build_contract, compare_with_torch, export_onnx, main,
+                             mean_init, with_mean_init)
 from training.quantize import FrameSet, heavy_nodes, pseudo_frames, shard_frames, stream_mask_pattern
 
 S = 64
@@ -92,9 +93,14 @@ def frames() -> FrameSet:
     return pseudo_frames(S, 10, seed=5)
 
 
+def cold_feeds(path: Path, frames: FrameSet, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+    """Raw ONNX feeds of `frames`, with the warm-start inputs at the file's mean (the cold start)."""
+    return with_mean_init(frames, ModelContract.from_file(path).warm_start_mean()).feeds(start, stop)
+
+
 def ort_run(path: Path, frames: FrameSet, **feeds_override) -> dict[str, np.ndarray]:
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feeds = {**frames.feeds(), **feeds_override}
+    feeds = {**cold_feeds(path, frames), **feeds_override}
     return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
 
 
@@ -116,10 +122,11 @@ def test_fp32_matches_torch_over_a_batch_and_the_check_can_fail(exported, frames
 
 
 def test_dynamic_batch_axis_single_frame_equals_batched(exported, frames):
-    sess = ort.InferenceSession(str(exported["files"]["fp32"]), providers=["CPUExecutionProvider"])
-    assert [i.shape[0] for i in sess.get_inputs()] == ["batch"] * 4
-    batched = sess.run(["vertices"], frames.feeds(0, 3))[0]
-    singles = np.concatenate([sess.run(["vertices"], frames.feeds(i, i + 1))[0] for i in range(3)])
+    path = exported["files"]["fp32"]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.shape[0] for i in sess.get_inputs()] == ["batch"] * 7  # 4 inputs + the 3 warm-start ones
+    batched = sess.run(["vertices"], cold_feeds(path, frames, 0, 3))[0]
+    singles = np.concatenate([sess.run(["vertices"], cold_feeds(path, frames, i, i + 1))[0] for i in range(3)])
     np.testing.assert_allclose(singles, batched, atol=1e-5)
 
 
@@ -170,6 +177,10 @@ def test_metadata_round_trip(exported, body):
     path = exported["files"]["int8"]
     c = ModelContract.from_file(path)
     assert (c.preset, c.variant, c.input_size) == ("lite", "int8", S)
+    assert c.has_warm_start and set(c.inputs) == {"rgb", "depth", "ref_depth", "stream_mask", "init_pose6d",
+                                                  "init_beta", "init_cam"}
+    for name, value in mean_init(exported["model"]).items():  # the regressor's buffers, bit for bit
+        np.testing.assert_array_equal(c.warm_start_mean()[name], value, err_msg=name)
     assert c.normalization == default_normalization()
     assert c.normalization["depth"]["clip_m"] == 1.5 and c.normalization["rgb"]["mean"] == [0.485, 0.456, 0.406]
     assert c.joint_names == SMPL_JOINT_NAMES and c.lsp_joint_names == LSP_JOINT_NAMES

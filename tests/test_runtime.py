@@ -198,6 +198,41 @@ def test_bad_inputs_get_one_line_errors(sess, args, message):
     assert "\n" not in str(e.value)
 
 
+def test_both_streams_off_only_with_the_explicit_opt_in(model_path, sess, net, frames):
+    off = np.zeros((len(frames), 2), bool)
+    with pytest.raises(ValueError, match="both streams off .* allow_no_streams=True"):
+        sess.run(frames.rgb, frames.depth, frames.ref_depth, off)  # the app's session refuses
+    lenient = InferenceSession(model_path, providers=("cpu",), cpu_threads=1, warmup_runs=0, allow_no_streams=True)
+    got = lenient.run(frames.rgb, frames.depth, frames.ref_depth, off)
+    with torch.no_grad():
+        ref = net[0](torch.from_numpy(frames.rgb), torch.from_numpy(frames.depth), torch.from_numpy(frames.ref_depth),
+                     stream_mask=torch.from_numpy(off))
+    np.testing.assert_allclose(got["vertices"], ref["vertices"].numpy(), atol=2e-5)
+    # nothing reaches the network: every frame gets the same answer, whatever its images (and ref depth)
+    np.testing.assert_allclose(got["vertices"], np.broadcast_to(got["vertices"][:1], got["vertices"].shape), atol=1e-6)
+    one = lenient.run(hwc(frames, 0), frames.depth[0, 0], float("nan"), (False, False))
+    np.testing.assert_allclose(one["vertices"][0], got["vertices"][0], atol=1e-6)
+    # mixed batches still work, and the on-rows match the strict session
+    mixed = lenient.run(frames.rgb, frames.depth, frames.ref_depth, frames.stream_mask)["vertices"]
+    np.testing.assert_allclose(mixed, sess.run(frames.rgb, frames.depth, frames.ref_depth,
+                                               frames.stream_mask)["vertices"], atol=1e-6)
+
+
+def test_robustness_runs_every_stream_state_from_an_onnx_file(model_path, net, frames):
+    from training.evaluate import TorchPredictor
+    from training.robustness import STATES, OnnxStatePredictor, load_model
+
+    onnx_pred = load_model(model_path)
+    assert isinstance(onnx_pred, OnnxStatePredictor) and onnx_pred.input_size == S
+    torch_pred = TorchPredictor(net[0])
+    for state in STATES:  # the fourth, both off, is what the app's session refuses
+        mask = np.tile(np.array(state, bool), (len(frames), 1))
+        got = onnx_pred(frames.rgb, frames.depth, frames.ref_depth, mask)
+        ref = torch_pred(frames.rgb, frames.depth, frames.ref_depth, mask)
+        np.testing.assert_allclose(got[0], ref[0], atol=2e-5, err_msg=str(state))
+        np.testing.assert_allclose(got[1], ref[1], atol=2e-5, err_msg=str(state))
+
+
 # ------------------------------------------------------------------------------------------ contract
 def test_contract_round_trip_and_faces(model_path, body):
     c = ModelContract.from_file(model_path)

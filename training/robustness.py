@@ -2,6 +2,11 @@
 
     python -m training.robustness --fusion runs/fusion/last.pt --concat runs/concat/last.pt \\
         --test CAD=data/test:kinect_v1_like:0:0.5 --out docs/robustness.png
+    python -m training.robustness --fusion assets/models/fusion.fp32.onnx --concat runs/concat/last.pt ...
+
+Models: training checkpoints (torch) or exported .onnx files (training.export; run by app.runtime's
+InferenceSession on the CPU with `allow_no_streams=True`, since the "none" state below feeds a frame with
+both streams off, which the app itself refuses).
 
 At test time each sample's RGB input is dropped with probability p_rgb and, independently, its depth
 input with p_depth (both may be dropped: an all-zero input). The heatmap cell is the mean PA-MPJPE (mm)
@@ -25,6 +30,34 @@ from typing import Any, Sequence
 import numpy as np
 
 STATES = ((True, True), (True, False), (False, True), (False, False))  # both, RGB only, depth only, none
+
+
+class OnnxStatePredictor:
+    """An exported .onnx file through app.runtime.InferenceSession (CPU) that also runs the "none" state
+    (both streams off). Same call as training.evaluate's predictors: (rgb u8 (B,3,S,S), depth m
+    (B,1,S,S), ref (B,), mask (B,2) bool) -> (joints (B,24,3), lsp_joints (B,14,3)) float64 metres."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        from app.runtime import InferenceSession
+
+        self.session = InferenceSession(path, providers=("cpu",), cpu_threads=threads, warmup_runs=0,
+                                        allow_no_streams=True)
+        self.input_size = int(self.session.input_size)
+
+    def __call__(self, rgb: np.ndarray, depth: np.ndarray, ref: np.ndarray, mask: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        out = self.session.run(rgb, depth.astype(np.float32), ref.astype(np.float32), mask.astype(bool))
+        return out["joints"].astype(np.float64), out["lsp_joints"].astype(np.float64)
+
+
+def load_model(path: str | Path, body: Any = None) -> Any:
+    """A predictor for every stream state: OnnxStatePredictor for an .onnx file, else training.evaluate's
+    torch predictor for a checkpoint."""
+    if Path(path).suffix.lower() == ".onnx":
+        return OnnxStatePredictor(path)
+    from training.evaluate import load_predictor
+
+    return load_predictor(path, body=body)
 
 
 def state_errors(predict: Any, test: Any, batch: int = 64) -> np.ndarray:
@@ -102,8 +135,8 @@ def robustness(fusion: Any, concat: Any, test: Any, out: str | Path, steps: int 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.robustness", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--fusion", required=True, help="checkpoint of the dynamic fusion model")
-    p.add_argument("--concat", required=True, help="checkpoint of the concat baseline (HMR_RGBD)")
+    p.add_argument("--fusion", required=True, help="checkpoint or exported .onnx of the dynamic fusion model")
+    p.add_argument("--concat", required=True, help="checkpoint or exported .onnx of the concat baseline (HMR_RGBD)")
     p.add_argument("--test", required=True, help="NAME=FOLDER[:LABELS[:START:STOP]] (see training.evaluate)")
     p.add_argument("--out", default="robustness.png", help="PNG path (a .json with the numbers goes beside it)")
     p.add_argument("--steps", type=int, default=6, help="grid points per axis from 0 to 1 (default 6: step 0.2)")
@@ -113,18 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from training.evaluate import load_predictor, make_test_set, parse_test_spec
+    from app.runtime import ModelFileError
+    from training.evaluate import make_test_set, parse_test_spec
 
     args = build_parser().parse_args(argv)
     try:
         if args.steps < 2:
             raise ValueError("--steps must be >= 2")
-        fusion = load_predictor(args.fusion, body=args.body)
-        concat = load_predictor(args.concat, body=args.body)
+        fusion = load_model(args.fusion, body=args.body)
+        concat = load_model(args.concat, body=args.body)
         name, folder, labels, select = parse_test_spec(args.test)
         test = make_test_set(name, folder, labels, select, input_size=fusion.input_size)
         res = robustness(fusion, concat, test, args.out, args.steps, args.batch)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ModelFileError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {res['png']} ({res['n']} samples); mean error per stream state (mm):")
