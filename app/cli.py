@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--headless", action="store_true",
                      help="no window: write outputs (and the overlay video) to --out")
     out.add_argument("--no-overlay", action="store_true", help="with --headless: no overlay.mp4 / thumbnails")
+    out.add_argument("--gt", metavar="FILE.gt.npz", default=None,
+                     help="with --headless: print per-frame and mean PA-MPJPE against this ground-truth sidecar "
+                          "(default: clip.gt.npz next to a clip.mkv source, when present)")
+    out.add_argument("--no-gt", action="store_true", help="do not score against a ground-truth sidecar")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
     return p
@@ -332,6 +336,7 @@ def _run_headless(args: argparse.Namespace, source: Any, capture: Any, worker: A
     bar = tqdm(total=total, unit="frame", desc="fusemesh", disable=args.no_progress or source.is_live,
                file=sys.stderr, dynamic_ncols=True)
     stats = _RunStats()
+    stats.score = _ground_truth(args, source)
     failure: Optional[BaseException] = None
     interrupted = False
     capture.start()
@@ -372,6 +377,25 @@ def _run_headless(args: argparse.Namespace, source: Any, capture: Any, worker: A
                 if writer is not None:
                     writer.close()
     return _finish(args, worker, stats, failure, interrupted)
+
+
+def _ground_truth(args: argparse.Namespace, source: Any) -> Any:
+    """A ReplayScore for --gt, or for the sidecar next to an .mkv source (also the default demo recording);
+    None when there is none or with --no-gt."""
+    from app.groundtruth import GroundTruth, GroundTruthError, ReplayScore, sidecar_for
+
+    if args.no_gt:
+        return None
+    recording = getattr(source, "path", None)
+    path = Path(args.gt) if args.gt else sidecar_for(recording) if recording is not None else None
+    if path is None:
+        return None
+    try:
+        truth = GroundTruth.from_sidecar(path)
+    except GroundTruthError as exc:
+        raise _CliError(str(exc), EXIT_INPUT) from exc
+    _note(f"scoring against {_shown(path)} ({len(truth)} frames of ground truth)")
+    return ReplayScore(truth)
 
 
 class _CtrlC:
@@ -431,9 +455,16 @@ class _RunStats:
         self.modes: Counter = Counter()
         self.timings: dict[str, list[float]] = {}
         self.messages: Counter = Counter()
+        self.score: Any = None  # app.groundtruth.ReplayScore when scoring against a sidecar
 
     def add(self, result: Any) -> None:
         self.frames += 1
+        if self.score is not None:
+            err = self.score.add(result)
+            mode = getattr(result.mode, "value", str(result.mode))
+            shown = f"{err:6.1f} mm" if err is not None else "     -   "
+            print(f"frame {result.frame_id:5d}  t {result.timestamp_usec / 1e6:8.3f} s  {mode:5s}  PA-MPJPE {shown}",
+                  flush=True)
         self.bodies += result.body is not None
         self.warm_starts += bool(getattr(result, "warm_start", False))
         self.modes[getattr(result.mode, "value", str(result.mode))] += 1
@@ -473,6 +504,8 @@ def _finish(args: argparse.Namespace, worker: Any, stats: _RunStats, failure: Op
     if args.out:
         summary += f"; outputs in {args.out}"
     _note(summary)
+    if stats.score is not None:
+        print(stats.score.summary(), flush=True)
     if stats.messages:
         _note("frames without a body: " + ", ".join(f"{k} ({v})" for k, v in stats.messages.most_common(3)))
     if interrupted:

@@ -677,6 +677,21 @@ class InferenceSession:
             elif self.warm_start and names_in == INPUT_NAMES:
                 why = " (the metadata declares warm start but the graph lacks its inputs)"
             raise ContractMismatchError(f"{where}: graph inputs {names_in}, the app feeds {feeds}{why}")
+        S = int(self.contract.input_size)
+        declared = {"rgb": ("tensor(uint8)", ("batch", 3, S, S)), "depth": ("tensor(float)", ("batch", 1, S, S)),
+                    "ref_depth": ("tensor(float)", ("batch",)), "stream_mask": ("tensor(bool)", ("batch", 2))}
+        for name, mean in (self.init_mean.items() if self.warm_start else ()):
+            declared[name] = ("tensor(float)", ("batch", int(mean.shape[1])))
+        for node in self.session.get_inputs():
+            want_type, want_shape = declared[node.name]
+            shape = tuple(node.shape)
+            fits = len(shape) == len(want_shape) and all(
+                not isinstance(have, int) or not isinstance(want, int) or have == want
+                for have, want in zip(shape, want_shape))
+            if node.type != want_type or not fits:
+                raise ContractMismatchError(
+                    f"{where}: graph input {node.name!r} is {node.type} {list(shape)}, the contract "
+                    f"(input_size {S}) needs {want_type} {list(want_shape)}")
         wanted = OUTPUT_NAMES + ((WARM_START_OUTPUT,) if self.warm_start else ())
         missing = [n for n in wanted if n not in names_out]
         if missing:

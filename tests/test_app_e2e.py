@@ -274,3 +274,45 @@ def test_ctrl_c_exits_130_with_complete_outputs(clips, lite_model, tmp_path):
         assert len(z["frame_ids"]) == len(rows) >= N_FRAMES + 3
         assert z["frame_ids"][:N_FRAMES + 1].tolist() == list(range(N_FRAMES)) + [0]  # loop restarts ids
     assert f"Frames: {len(rows)}" in (out / "motion.bvh").read_text()
+
+
+# ---------------------------------------------------------------------------------------- ground truth
+def test_headless_replay_prints_pa_mpjpe_against_the_sidecar(clips, lite_model, tmp_path, capsys):
+    """The sidecar next to the clip is found by default; each frame's printed error is the PA-MPJPE of the
+    joints written to results.npz against the sidecar's joints (checked here with plain numpy)."""
+    out = tmp_path / "gt"
+    code = main([str(a) for a in ["--source", clips["full"], "--model", lite_model, "--providers", "cpu",
+                                  "--headless", "--out", out, "--no-progress", "--no-overlay"]])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "scoring against" in captured.err
+    lines = [line for line in captured.out.splitlines() if line.startswith("frame ")]
+    assert len(lines) == N_FRAMES
+    printed = np.array([float(line.split("PA-MPJPE")[1].split("mm")[0]) for line in lines])
+    gt = read_sidecar(clips["full"]).arrays["joints3d"].astype(np.float64)
+    with np.load(out / "results.npz") as z:
+        pred = z["joints"].astype(np.float64)
+    expected = []
+    for p, g in zip(pred, gt):
+        p0, g0 = p - p.mean(0), g - g.mean(0)
+        u, s, vt = np.linalg.svd(g0.T @ p0)
+        D = np.diag([1, 1, np.sign(np.linalg.det(u @ vt))])
+        R, scale = u @ D @ vt, np.trace(np.diag(s) @ D) / (p0 ** 2).sum()
+        expected.append(1000 * np.linalg.norm(scale * p0 @ R.T + g.mean(0) - g, axis=1).mean())
+    # results.npz holds the smoothed joints the scorer saw (same arrays); printed with 0.1 mm resolution
+    np.testing.assert_allclose(printed, expected, atol=0.06)
+    summary = [line for line in captured.out.splitlines() if line.startswith("PA-MPJPE vs")]
+    assert len(summary) == 1 and f"{N_FRAMES}/{N_FRAMES} frames" in summary[0]
+    assert f"mean {np.mean(expected):.1f} mm" in summary[0]
+    # --no-gt: nothing scored; a broken --gt file: one line, exit 2
+    code = main([str(a) for a in ["--source", clips["full"], "--model", lite_model, "--providers", "cpu",
+                                  "--headless", "--out", tmp_path / "nogt", "--no-progress", "--no-overlay",
+                                  "--no-gt", "--max-frames", "2"]])
+    captured = capsys.readouterr()
+    assert code == 0 and "PA-MPJPE" not in captured.out
+    bad = tmp_path / "bad.gt.npz"
+    bad.write_bytes(b"junk")
+    code = main([str(a) for a in ["--source", clips["full"], "--model", lite_model, "--providers", "cpu",
+                                  "--headless", "--out", tmp_path / "badgt", "--no-progress", "--gt", bad]])
+    captured = capsys.readouterr()
+    assert code == 2 and str(bad) in captured.err and "Traceback" not in captured.err
