@@ -57,6 +57,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from model.preprocess import DEPTH_CLIP_M, RGB_MEAN, RGB_STD  # numpy-only module (no torch import)
+from model.skeleton import LSP_JOINT_NAMES, SMPL_JOINT_NAMES  # torch-free constants, shared with model.body
 
 __all__ = [
     "FORMAT", "CONTRACT_VERSION", "INPUT_NAMES", "OUTPUT_NAMES", "SMPL_JOINT_NAMES", "LSP_JOINT_NAMES",
@@ -79,19 +80,6 @@ WARM_START_OUTPUT = "pose6d"
 """The extra output of a warm-start graph: the regressor's final raw 6D pose (B, 144)."""
 WARM_START_SOURCES = {"init_pose6d": "pose6d", "init_beta": "beta", "init_cam": "cam"}
 """Warm-start input -> the output whose previous-frame value feeds it."""
-
-# Same order as model.body.SMPL_JOINT_NAMES / LSP_JOINT_NAMES (model.body imports torch; a test keeps
-# these equal). They are what the app's drawing code assumes.
-SMPL_JOINT_NAMES: tuple[str, ...] = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2", "left_ankle",
-    "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar", "right_collar", "head",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hand", "right_hand",
-)
-LSP_JOINT_NAMES: tuple[str, ...] = (
-    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "right_wrist",
-    "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist", "neck", "head_top",
-)
 
 PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 _MM_LIKE_DEPTH_M = 30.0  # a float depth crop whose valid values exceed this is in millimetres, not metres

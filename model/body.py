@@ -40,6 +40,8 @@ import torch
 from smplx import lbs as smplx_lbs
 from smplx.utils import Struct
 
+from model.skeleton import LSP_JOINT_NAMES, SMPL_JOINT_NAMES, SMPL_PARENTS  # re-exported
+
 __all__ = [
     "BodyModel", "BodyOutput", "BodyModelError", "SMPL_JOINT_NAMES", "LSP_JOINT_NAMES",
     "SMPL_PARENTS", "SMPL_KEYPOINT_VERTEX_IDS", "DEFAULT_BODY_PATH", "NUM_BETAS",
@@ -52,19 +54,6 @@ NUM_BETAS = 10
 NUM_JOINTS = 24
 NUM_POSE_BASIS = 207  # 23 joints x 9 (R - I)
 
-SMPL_JOINT_NAMES: tuple[str, ...] = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2", "left_ankle",
-    "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar", "right_collar", "head",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hand", "right_hand",
-)
-SMPL_PARENTS: tuple[int, ...] = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
-
-# The paper's 14 L2d joints in LSP order. All but head_top are SMPL joints of the same name.
-LSP_JOINT_NAMES: tuple[str, ...] = (
-    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "right_wrist",
-    "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist", "neck", "head_top",
-)
 _LSP_SMPL_JOINTS = tuple(SMPL_JOINT_NAMES.index(n) for n in LSP_JOINT_NAMES[:13])
 _LSP_HEAD_TOP = "head_top"
 

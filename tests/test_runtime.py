@@ -86,9 +86,10 @@ def test_runtime_module_does_not_import_torch():
     assert r.returncode == 0, r.stderr
 
 
-def test_joint_names_match_the_body_model():
-    assert SMPL_JOINT_NAMES == model_body.SMPL_JOINT_NAMES
-    assert LSP_JOINT_NAMES == model_body.LSP_JOINT_NAMES
+def test_joint_names_are_the_body_models_own():
+    # one definition (model/skeleton.py, torch-free) shared by the app and the body model
+    assert SMPL_JOINT_NAMES is model_body.SMPL_JOINT_NAMES and LSP_JOINT_NAMES is model_body.LSP_JOINT_NAMES
+    assert len(SMPL_JOINT_NAMES) == 24 and len(LSP_JOINT_NAMES) == 14
 
 
 # ------------------------------------------------------------------------------------------ providers
