@@ -183,6 +183,11 @@ def test_robustness_writes_a_png_and_numbers(fixture, tmp_path):
     assert (tmp_path / "fig.json").is_file()
     np.testing.assert_allclose(res["grids_mm"]["fusion"], 25.0, atol=0.05)
     assert np.array(res["grids_mm"]["concat"]).shape == (3, 3)
+    # without a baseline: one panel, the fusion grid only (a narrower picture than the three-panel one)
+    alone = robustness(TorchPredictor(net), None, ts, tmp_path / "alone.png", steps=3)
+    assert set(alone["grids_mm"]) == {"fusion"} and alone["grids_mm"]["fusion"] == res["grids_mm"]["fusion"]
+    import cv2
+    assert cv2.imread(str(tmp_path / "alone.png")).shape[1] < 0.5 * cv2.imread(str(tmp_path / "fig.png")).shape[1]
 
 
 @pytest.mark.slow

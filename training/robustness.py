@@ -79,18 +79,23 @@ def expected_grid(errors: np.ndarray, p_rgb: Sequence[float], p_depth: Sequence[
 
 def plot_heatmaps(grids: dict[str, np.ndarray], p_rgb: Sequence[float], p_depth: Sequence[float], out: str | Path,
                   title: str = "") -> Path:
-    """Three panels (concat, fusion, gain = concat - fusion) with cell values, saved as a PNG."""
+    """Three panels (concat, fusion, gain = concat - fusion) with cell values, saved as a PNG; one panel
+    (the fusion model's) when `grids` has no "concat"."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    panels = [("(a) HMR$_{RGBD}$ (concat)", grids["concat"], "viridis"),
-              ("(b) Fusion (ours)", grids["fusion"], "viridis"),
-              ("(c) gain (a) $-$ (b)", grids["concat"] - grids["fusion"], "RdBu")]
-    vmin = min(float(grids["concat"].min()), float(grids["fusion"].min()))
-    vmax = max(float(grids["concat"].max()), float(grids["fusion"].max()))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    if "concat" in grids:
+        panels = [("(a) HMR$_{RGBD}$ (concat)", grids["concat"], "viridis"),
+                  ("(b) Fusion (ours)", grids["fusion"], "viridis"),
+                  ("(c) gain (a) $-$ (b)", grids["concat"] - grids["fusion"], "RdBu")]
+    else:
+        panels = [("Fusion", grids["fusion"], "viridis")]
+    vmin = min(float(g.min()) for k, g in grids.items())
+    vmax = max(float(g.max()) for k, g in grids.items())
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.6), squeeze=False)
+    axes = axes[0]
     for ax, (name, grid, cmap) in zip(axes, panels):
         if cmap == "RdBu":
             lim = max(1e-6, float(np.abs(grid).max()))
@@ -119,9 +124,12 @@ def plot_heatmaps(grids: dict[str, np.ndarray], p_rgb: Sequence[float], p_depth:
 
 def robustness(fusion: Any, concat: Any, test: Any, out: str | Path, steps: int = 6, batch: int = 64,
                title: str = "") -> dict[str, Any]:
-    """Predictors (training.evaluate) for both models + a TestSet -> PNG and JSON; returns the grids."""
+    """Predictors (training.evaluate) for both models (concat may be None: the fusion model alone) + a
+    TestSet -> PNG and JSON; returns the grids."""
     p = np.linspace(0.0, 1.0, steps)
-    errs = {"fusion": state_errors(fusion, test, batch), "concat": state_errors(concat, test, batch)}
+    errs = {"fusion": state_errors(fusion, test, batch)}
+    if concat is not None:
+        errs["concat"] = state_errors(concat, test, batch)
     grids = {k: expected_grid(v, p, p) for k, v in errs.items()}
     png = plot_heatmaps(grids, p, p, out, title or f"Error under missing streams on {test.name}")
     result = {"p": p.tolist(), "test": test.name, "n": int(errs["fusion"].shape[0]),
@@ -136,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.robustness", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fusion", required=True, help="checkpoint or exported .onnx of the dynamic fusion model")
-    p.add_argument("--concat", required=True, help="checkpoint or exported .onnx of the concat baseline (HMR_RGBD)")
+    p.add_argument("--concat", default=None,
+                   help="checkpoint or exported .onnx of the concat baseline (HMR_RGBD); without it, one panel")
     p.add_argument("--test", required=True, help="NAME=FOLDER[:LABELS[:START:STOP]] (see training.evaluate)")
     p.add_argument("--out", default="robustness.png", help="PNG path (a .json with the numbers goes beside it)")
     p.add_argument("--steps", type=int, default=6, help="grid points per axis from 0 to 1 (default 6: step 0.2)")
@@ -154,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.steps < 2:
             raise ValueError("--steps must be >= 2")
         fusion = load_model(args.fusion, body=args.body)
-        concat = load_model(args.concat, body=args.body)
+        concat = load_model(args.concat, body=args.body) if args.concat else None
         name, folder, labels, select = parse_test_spec(args.test)
         test = make_test_set(name, folder, labels, select, input_size=fusion.input_size)
         res = robustness(fusion, concat, test, args.out, args.steps, args.batch)
