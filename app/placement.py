@@ -42,8 +42,9 @@ __all__ = ["PlacementConfig", "Placement", "weak_perspective_to_translation", "t
 class PlacementConfig:
     """refine_depth: use the observed person depth (else the weak-perspective depth alone);
     min_scale: s is clamped to this (a non-positive scale from a bad frame must not flip the body);
-    grid_cells: z-buffer cells across the body's image extent; min_depth_m / max_depth_m: a refined
-    translation depth is clamped into this range; passes: refinement passes."""
+    grid_cells: z-buffer cells across the body's image extent; min_depth_m / max_depth_m: the translation
+    depth (refined or not) is clamped into this range, moving the body along its ray (a tiny scale from a
+    bad frame would otherwise put it kilometres away); passes: refinement passes."""
 
     refine_depth: bool = True
     min_scale: float = 1e-3
@@ -64,7 +65,8 @@ class PlacementConfig:
 @dataclass
 class Placement:
     """transl: (3,) metres, camera frame (add to the body's vertices/joints); weak_transl: (3,) before
-    refinement; depth_correction_m: z change the refinement applied (0 when not refined); refined."""
+    refinement and clamping; depth_correction_m: z change the refinement or the depth clamp applied (0 when
+    neither did); refined."""
 
     transl: np.ndarray
     weak_transl: np.ndarray
@@ -158,5 +160,7 @@ def place_body(vertices: np.ndarray, cam: np.ndarray, box: CropBox, camera: Came
             new_tz = float(np.clip(transl[2] + (observed_depth_m - zm), config.min_depth_m, config.max_depth_m))
             transl = transl * (new_tz / transl[2])
             refined = True
+    if not config.min_depth_m <= transl[2] <= config.max_depth_m:  # weak depth only (refined is clamped above)
+        transl = transl * (float(np.clip(transl[2], config.min_depth_m, config.max_depth_m)) / transl[2])
     return Placement(transl=transl, weak_transl=weak, depth_correction_m=float(transl[2] - weak[2]),
                      refined=refined)

@@ -141,7 +141,11 @@ def _floats(values: Any, count: int, where: str, at_least: bool = False) -> tupl
         raise CalibrationError(f"raw calibration: {where} must be a list of numbers")
     if (len(values) < count) if at_least else (len(values) != count):
         raise CalibrationError(f"raw calibration: {where} needs {count} numbers, got {len(values)}")
-    arr = np.asarray(values[:count], dtype=np.float64).astype(f32)
+    try:
+        with np.errstate(over="ignore"):  # beyond float32: inf, refused just below
+            arr = np.asarray(values[:count], dtype=np.float64).astype(f32)
+    except OverflowError:  # an integer beyond float64
+        raise CalibrationError(f"raw calibration: {where} contains a number out of range") from None
     if not np.isfinite(arr).all():
         raise CalibrationError(f"raw calibration: {where} contains NaN or inf")
     return tuple(float(v) for v in arr)
@@ -156,7 +160,7 @@ def _parse_rt(rt: Any, where: str) -> tuple[tuple[float, ...], tuple[float, ...]
 def _parse_camera(cam: Mapping[str, Any], where: str) -> RawCamera:
     intr = _get(cam, "Intrinsics", where)
     model_type = _get(intr, "ModelType", f"{where}.Intrinsics")
-    if model_type not in _MODEL_TYPES:
+    if not isinstance(model_type, str) or model_type not in _MODEL_TYPES:
         raise CalibrationError(f"raw calibration: {where} has lens model {model_type!r}; "
                                f"only {', '.join(_MODEL_TYPES)} are supported")
     count = _get(intr, "ModelParameterCount", f"{where}.Intrinsics")
@@ -168,8 +172,8 @@ def _parse_camera(cam: Mapping[str, Any], where: str) -> RawCamera:
     if not all(isinstance(v, int) and v > 0 for v in (width, height)):
         raise CalibrationError(f"raw calibration: {where} SensorWidth/SensorHeight must be positive integers")
     radius = _get(cam, "MetricRadius", where)
-    if not isinstance(radius, (int, float)):
-        raise CalibrationError(f"raw calibration: {where} MetricRadius must be a number")
+    if not isinstance(radius, (int, float)) or isinstance(radius, bool) or not -1e30 < radius < 1e30:
+        raise CalibrationError(f"raw calibration: {where} MetricRadius must be a number in float32 range")
     radius32 = f32(radius)
     metric_radius = DEFAULT_METRIC_RADIUS if radius32 <= f32(0.0001) else float(radius32)
     rotation, translation_mm = _parse_rt(_get(cam, "Rt", where), f"{where}.Rt")
@@ -179,11 +183,16 @@ def _parse_camera(cam: Mapping[str, Any], where: str) -> RawCamera:
 def parse_raw_calibration(text: Union[str, bytes]) -> RawCalibration:
     """Parse the Azure Kinect raw calibration JSON text (bytes may carry a trailing NUL)."""
     if isinstance(text, bytes):
-        text = text.rstrip(b"\x00").decode("utf-8")
+        try:
+            text = text.rstrip(b"\x00").decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CalibrationError(f"raw calibration is not UTF-8 text ({exc})") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CalibrationError(f"raw calibration is not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise CalibrationError("raw calibration is not valid JSON (nested too deeply)") from None
     info = _get(doc, "CalibrationInformation", "document")
     cameras = _get(info, "Cameras", "CalibrationInformation")
     if not isinstance(cameras, list):
@@ -191,6 +200,9 @@ def parse_raw_calibration(text: Union[str, bytes]) -> RawCalibration:
     by_location = {}
     for i, cam in enumerate(cameras):
         location = _get(cam, "Location", f"Cameras[{i}]")
+        if not isinstance(location, str):
+            raise CalibrationError(f"raw calibration: Cameras[{i}].Location must be a string, got "
+                                   f"{type(location).__name__}")
         by_location.setdefault(location, (i, cam))  # first match wins, as in libk4a
     found = {}
     for location in (DEPTH_LOCATION, COLOR_LOCATION):
@@ -200,12 +212,16 @@ def parse_raw_calibration(text: Union[str, bytes]) -> RawCalibration:
         i, cam = by_location[location]
         found[location] = _parse_camera(cam, f"Cameras[{i}] ({location})")
     imus = {}
-    for i, sensor in enumerate(info.get("InertialSensors", []) or []):
+    sensors = info.get("InertialSensors") or []
+    if not isinstance(sensors, list):
+        raise CalibrationError("raw calibration: CalibrationInformation.InertialSensors must be a list")
+    for i, sensor in enumerate(sensors):
         kind = next((k for k, v in _IMU_TYPES.items() if isinstance(sensor, Mapping)
                      and sensor.get("SensorType") == v), None)
         if kind and kind not in imus:
             imus[kind] = _parse_rt(_get(sensor, "Rt", f"InertialSensors[{i}]"), f"InertialSensors[{i}].Rt")
-    serial = str((info.get("Metadata") or {}).get("SerialId", ""))
+    metadata = info.get("Metadata")
+    serial = str(metadata.get("SerialId", "")) if isinstance(metadata, Mapping) else ""
     return RawCalibration(found[DEPTH_LOCATION], found[COLOR_LOCATION], imus.get("gyro"), imus.get("accel"), serial)
 
 
