@@ -153,11 +153,16 @@ class RgbdRig:
         for key in ("depth", "color", "depth_to_color"):
             if key not in data:
                 raise CalibrationError(f"rig JSON: missing key {key!r}")
-        return cls(
-            depth=CameraIntrinsics.from_dict(data["depth"], "rig.depth"),
-            color=CameraIntrinsics.from_dict(data["color"], "rig.color"),
-            depth_to_color=Extrinsics.from_dict(data["depth_to_color"], "rig.depth_to_color"),
-            depth_mode=data.get("depth_mode"), color_resolution=data.get("color_resolution"))
+        try:
+            return cls(
+                depth=CameraIntrinsics.from_dict(data["depth"], "rig.depth"),
+                color=CameraIntrinsics.from_dict(data["color"], "rig.color"),
+                depth_to_color=Extrinsics.from_dict(data["depth_to_color"], "rig.depth_to_color"),
+                depth_mode=data.get("depth_mode"), color_resolution=data.get("color_resolution"))
+        except CalibrationError:
+            raise
+        except (ValueError, TypeError, OverflowError) as exc:  # a malformed value numpy or a check tripped on
+            raise CalibrationError(f"rig JSON: bad value ({type(exc).__name__}: {exc})") from None
 
     def save(self, path: Union[str, Path]) -> None:
         """Write our rig JSON (floats round-trip exactly)."""
