@@ -366,3 +366,38 @@ def test_real_body_samples_have_joints_on_the_person():
             near.append(s.mask[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2].any())
         n_vis += int(s.joints_vis.sum())
     assert n_vis >= 40 and np.mean(near) >= 0.97
+
+
+def test_crop_only_rendering_mostly_needs_one_depth_pass(engine, monkeypatch):
+    """The first depth window already covers any jittered crop of the person's projected vertices, so a
+    second (grown) depth pass is needed only when occlusion or the image edge shrinks the mask; the color
+    rectangle is cut to the crop's own depth pixels (exactness: test_crop_only_rendering_is_identical...)."""
+    import training.synth.sample as sample_mod
+    calls = []
+    real = sample_mod.render_depth
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sample_mod, "render_depth", counting)
+    frames = 0
+    for i in range(12):
+        scene = engine.sample_scene(sample_rng(21, i))
+        people = engine.pose([scene])[0]
+        n0 = len(calls)
+        out = engine.render_frame(scene, people, sample_rng(22, i), crop_only=True)
+        if out is None:
+            continue
+        frames += 1
+        frame, box = out
+        assert len(calls) - n0 <= 4
+        # the color rectangle comes from the crop's depth pixels only: no larger than the one the whole
+        # rendered depth window would need
+        cams = engine.cameras(scene.depth_mode, scene.color_resolution)
+        x0, y0, x1, y1 = frame.depth_window
+        whole = engine._color_window(cams, frame.depth_mm[y0:y1, x0:x1], frame.depth_window)
+        cx0, cy0, cx1, cy1 = frame.color_window
+        assert whole[0] <= cx0 and whole[1] <= cy0 and cx1 <= whole[2] and cy1 <= whole[3]
+    assert frames >= 6
+    assert len(calls) <= 1.4 * frames + (12 - frames)

@@ -5,7 +5,7 @@ color sensor model + JPEG) are rendered in their own calibrated cameras; `calibr
 ColorToDepthAligner` resamples color onto the depth grid exactly as the app does; `app.crop` cuts the
 square person crop from the aligned color, the depth and the mask. Training crops render only what
 the crop needs: depth rays inside a window around the person (plus 2 px for the noise model's edge
-test) and color rays inside the color-image rectangle that window's depth pixels project to; with
+test) and color rays inside the color-image rectangle that the crop's own depth pixels project to; with
 `max_render_stride=1` that is bit-identical to rendering the full frames and cutting (tested). By
 default a crop that downsamples its window (a near person) is rendered on a proportionally coarser
 grid of exact rays (`render.Grid`) and expanded back before the alignment and the crop, which cannot
@@ -459,9 +459,14 @@ class SynthEngine:
             hi = np.minimum(uv.max(axis=0), [W - 0.5, H - 0.5])
             if not np.all(hi > lo):
                 return None
-            estimate = box_around((*lo, *hi), cfg.out_size, cfg.crop_margin * (1 + cfg.crop_jitter))
+            # the first window covers any jittered crop of the vertices' box (scale 1 + j and a shift of
+            # up to j sides each way: half side (1 + 3j) / 2) and its stride passes the 0.85 test below for
+            # the smallest such crop, so a second depth pass is needed only when occlusion or the image
+            # edge shrinks the mask
+            j = cfg.crop_jitter
+            estimate = box_around((*lo, *hi), cfg.out_size, cfg.crop_margin * (1 + 3 * j))
             window = _window_of_box(estimate, W, H)
-            stride = self._stride(estimate.side)
+            stride = self._stride(estimate.side * (1 - j) / (1 + 3 * j) / 0.87)
             jitter = rng.uniform(-cfg.crop_jitter, cfg.crop_jitter, 3) if cfg.crop_jitter > 0 else np.zeros(3)
             for attempt in range(4):
                 grid = Grid(window, stride)
@@ -517,11 +522,17 @@ class SynthEngine:
         t_color = time.process_time()
         # color camera: the rectangle the window's depth pixels can land in (or the full image)
         Wc, Hc = rig.color.size
-        cwin = self._color_window(cams, depth_w, window) if crop_only else (0, 0, Wc, Hc)
+        # (only the depth pixels the crop can read matter: the aligner's output elsewhere is never used)
+        if crop_only:
+            nx0, ny0, nx1, ny1 = need
+            cwin = self._color_window(cams, depth_w[ny0 - y0:ny1 - y0, nx0 - x0:nx1 - x0], need)
+        else:
+            cwin = (0, 0, Wc, Hc)
         color_bgr = np.zeros((Hc, Wc, 3), np.uint8)
         if cwin is not None:
             if box is not None:
-                magnification = min((cwin[2] - cwin[0]) / (x1 - x0), (cwin[3] - cwin[1]) / (y1 - y0))
+                nx0, ny0, nx1, ny1 = need
+                magnification = min((cwin[2] - cwin[0]) / (nx1 - nx0), (cwin[3] - cwin[1]) / (ny1 - ny0))
                 c_stride = self._stride(box.side, magnification)
             else:
                 c_stride = 1.0
