@@ -9,7 +9,8 @@ model (`app.worker`), and the main thread either runs the viewer window (`app.vi
 imported only then; outputs are then written on the inference thread) or, with --headless, consumes
 the results: writes the outputs (`app.outputs`) and the overlay video (`app.headless`) with a tqdm
 progress bar on replays. Recordings and folders are replayed frame by frame (every frame, deterministic)
-unless --realtime.
+unless --realtime. The worker's result queue is bounded (`app.worker.RESULTS_MAXSIZE` frames): a replay
+runs at the pace of the writer / overlay, a live camera drops (and counts) frames in the capture mailbox.
 
 Recording in the viewer (key R, `RecordControl`): R starts / stops writing the outputs (the same
 `OutputWriter` as --out). With --out the run starts recording into it at once (as without the key), and
@@ -263,7 +264,7 @@ def _existing_overlay(out: Path) -> Optional[Path]:
 def _run(args: argparse.Namespace) -> int:
     from app.capture_thread import CaptureThread
     from app.outputs import OutputError, OutputWriter
-    from app.worker import InferenceWorker
+    from app.worker import RESULTS_MAXSIZE, InferenceWorker
 
     providers = _check_args(args)
     if not args.headless:  # fail before opening anything when there can be no window
@@ -300,7 +301,9 @@ def _run(args: argparse.Namespace) -> int:
                 raise _CliError(str(exc), EXIT_INPUT) from exc
             stack.callback(writer.close)
         capture = CaptureThread(source)
-        worker = InferenceWorker(session, capture, config=_worker_config(args), results=queue.Queue())
+        # bounded: a consumer slower than inference holds at most RESULTS_MAXSIZE frames (app.worker)
+        worker = InferenceWorker(session, capture, config=_worker_config(args),
+                                 results=queue.Queue(maxsize=RESULTS_MAXSIZE))
         worker.prepare(source.rig)
         if args.headless:
             return _run_headless(args, source, capture, worker, writer, faces)

@@ -27,6 +27,13 @@ motion.bvh are rewritten atomically (temporary file + os.replace) every `chunk_f
 they hold a complete prefix of the run and never a torn file; meshes are written atomically too.
 Existing outputs are never replaced unless `overwrite=True` (then this writer's own files are removed
 first; other files in the folder are left alone).
+
+Memory: the rows of results.npz are kept as compact numpy columns (the file's own dtypes, ~0.7 kB per
+frame; 8 h at 30 fps is ~0.6 GB), not as Python objects; the BVH text is streamed into its file.
+Each rewrite of results.npz / motion.bvh still handles the whole run, so its cost and its transient
+memory (float64 rotations for the BVH, several kB per frame while it is written) grow with the run; a
+bounded design would write closed chunks (results_000.npz, ...) and keep only the open one in memory,
+which is a format change (docs/reliability.md).
 """
 from __future__ import annotations
 
@@ -216,11 +223,13 @@ def write_bvh(path: Union[str, Path], poses: np.ndarray, joints: np.ndarray, fra
     root = joints[:, 0] @ _CAM_TO_BVH.T * _BVH_UNITS
     motion = np.concatenate([root, euler[:, order].reshape(T, -1)], axis=1)
     lines += ["MOTION", f"Frames: {T}", f"Frame Time: {frame_time_s:.6f}"]
-    text = io.StringIO()
-    text.write("\n".join(lines) + "\n")
-    np.savetxt(text, motion, fmt="%.4f")
-    data = text.getvalue().encode("ascii")
-    _atomic_write(path, lambda fh: fh.write(data), fsync)
+    header = ("\n".join(lines) + "\n").encode("ascii")
+
+    def write(fh: Any) -> None:  # row by row into the file: no copy of the whole text in memory
+        fh.write(header)
+        np.savetxt(fh, motion, fmt="%.4f")
+
+    _atomic_write(path, write, fsync)
     return path
 
 
@@ -274,7 +283,7 @@ class OutputWriter:
             raise OutputError(f"{exc.filename}: already exists (pass --overwrite to replace)") from exc
         except OSError as exc:
             raise OutputError(f"{self.out_dir}: cannot write outputs ({exc.strerror or exc})") from exc
-        self._rows: list[dict[str, Any]] = []
+        self._table = _Table()
         self._last_flush_rows = 0
         self.closed = False
 
@@ -313,13 +322,13 @@ class OutputWriter:
     # ------------------------------------------------------------------ writing
     @property
     def frames_written(self) -> int:
-        return len(self._rows)
+        return self._table.rows
 
     def write(self, result: FrameResult) -> None:
         """Record one frame: append to frames.jsonl (flushed), mesh file, and the in-memory table."""
         if self.closed:
             raise OutputError("OutputWriter is closed")
-        row = len(self._rows)
+        row = self._table.rows
         body = result.body
         mesh_name = None
         if body is not None and self.meshes:
@@ -344,61 +353,41 @@ class OutputWriter:
         self._jsonl.flush()
         if self.fsync:
             os.fsync(self._jsonl.fileno())
-        self._rows.append({
-            "frame_id": int(result.frame_id), "timestamp_usec": int(result.timestamp_usec), "mode": record["mode"],
-            "requested_mode": record["requested_mode"],
-            "body": None if body is None else tuple(np.asarray(getattr(body, k), dtype=np.float32).copy()
-                                                    for k in ("theta", "beta", "transl", "joints", "cam", "bbox")),
-        })
-        due = max(self.chunk_frames, int(0.1 * len(self._rows)))
-        if len(self._rows) - self._last_flush_rows >= due:
+        self._table.append(int(result.frame_id), int(result.timestamp_usec), record["mode"],
+                           record["requested_mode"], body)
+        rows = self._table.rows
+        due = max(self.chunk_frames, int(0.1 * rows))
+        if rows - self._last_flush_rows >= due:
             self.flush()
 
     def _frame_rate(self) -> float:
         if self.fps is not None:
             return float(self.fps)
-        ts = np.array([r["timestamp_usec"] for r in self._rows], dtype=np.int64)
-        steps = np.diff(ts)
+        steps = np.diff(self._table.column("timestamps_usec"))
         steps = steps[steps > 0]
         return float(1e6 / np.median(steps)) if steps.size else 30.0
 
-    def table(self) -> dict[str, np.ndarray]:
-        """The results.npz arrays for the frames written so far."""
-        T = len(self._rows)
-        first = next((r["body"] for r in self._rows if r["body"] is not None), None)
-        n_beta = first[1].shape[0] if first is not None else 10
-        out = {
-            "poses": np.full((T, 72), np.nan, np.float32), "betas": np.full((T, n_beta), np.nan, np.float32),
-            "trans": np.full((T, 3), np.nan, np.float32), "joints": np.full((T, 24, 3), np.nan, np.float32),
-            "cam": np.full((T, 3), np.nan, np.float32), "bbox": np.full((T, 4), np.nan, np.float32),
-            "valid": np.zeros(T, bool),
-        }
-        for i, r in enumerate(self._rows):
-            if r["body"] is None:
-                continue
-            theta, beta, transl, joints, cam, bbox = r["body"]
-            out["poses"][i], out["trans"][i], out["joints"][i] = theta, transl, joints
-            out["cam"][i], out["bbox"][i] = cam, bbox
-            out["betas"][i, :min(n_beta, beta.shape[0])] = beta[:n_beta]
-            out["valid"][i] = True
-        out["frame_ids"] = np.array([r["frame_id"] for r in self._rows], dtype=np.int64)
-        out["timestamps_usec"] = np.array([r["timestamp_usec"] for r in self._rows], dtype=np.int64)
-        out["modes"] = np.array([r["mode"] for r in self._rows], dtype="<U5")
-        out["requested_modes"] = np.array([r["requested_mode"] for r in self._rows], dtype="<U5")
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """The results.npz arrays; the per-frame ones are views of the writer's columns (no copy)."""
+        out = self._table.arrays()
         out["mocap_framerate"] = np.array(self._frame_rate())
         out["gender"] = np.array("neutral")
         out["joint_names"] = np.array(SMPL_JOINT_NAMES)
         out["coordinate_frame"] = np.array("depth camera, OpenCV axes (x right, y down, z forward), metres")
         return out
 
+    def table(self) -> dict[str, np.ndarray]:
+        """The results.npz arrays for the frames written so far (copies: the caller may change them)."""
+        return {k: v.copy() for k, v in self._arrays().items()}
+
     def flush(self) -> None:
         """Rewrite results.npz and motion.bvh atomically with every frame so far."""
-        table = self.table()
+        table = self._arrays()
         _atomic_write(self.results_path, lambda fh: np.savez(fh, **table), self.fsync)
         if self.bvh and table["valid"].any():
             poses, joints = _hold_fill(table["poses"], table["valid"]), _hold_fill(table["joints"], table["valid"])
             write_bvh(self.bvh_path, poses, joints, 1.0 / float(table["mocap_framerate"]), fsync=self.fsync)
-        self._last_flush_rows = len(self._rows)
+        self._last_flush_rows = self._table.rows
 
     def close(self) -> None:
         """Final flush; closes frames.jsonl. Idempotent."""
@@ -406,7 +395,7 @@ class OutputWriter:
             return
         try:
             self.flush()
-            if self.bvh and self._rows and not any(r["body"] is not None for r in self._rows):
+            if self.bvh and self._table.rows and not self._table.column("valid").any():
                 log.warning("no frame had a body: %s not written", self.bvh_path)
         finally:
             self.closed = True
@@ -417,6 +406,78 @@ class OutputWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class _Table:
+    """The results.npz rows in memory, stored as the file stores them: one preallocated numpy column per
+    key (float32 bodies, int64 ids and timestamps, '<U5' modes, bool valid), grown by doubling. Columns
+    are allocated with np.empty and each row is written once, so resident memory grows by the bytes of
+    the rows written (~0.7 kB per frame with 10 betas) however large the capacity. Frames without a body
+    are NaN rows, valid False. `betas` gets its width from the first body (10 until then); earlier rows
+    are NaN, a later body's betas are cut or NaN-padded to that width."""
+
+    _BODY = (("poses", "theta", (72,)), ("betas", "beta", None), ("trans", "transl", (3,)),
+             ("joints", "joints", (24, 3)), ("cam", "cam", (3,)), ("bbox", "bbox", (4,)))
+    _FIXED = {"valid": ((), bool), "frame_ids": ((), np.int64), "timestamps_usec": ((), np.int64),
+              "modes": ((), "<U5"), "requested_modes": ((), "<U5")}
+
+    def __init__(self, capacity: int = 256) -> None:
+        self.rows = 0
+        self._capacity = int(capacity)
+        self._n_beta: Optional[int] = None
+        self._cols: dict[str, np.ndarray] = {}
+        for key, (shape, dtype) in self._FIXED.items():
+            self._cols[key] = np.empty((self._capacity,) + shape, dtype)
+        for key, _, shape in self._BODY:
+            if shape is not None:
+                self._cols[key] = np.empty((self._capacity,) + shape, np.float32)
+
+    def _grow(self) -> None:
+        self._capacity *= 2
+        for key, col in self._cols.items():
+            bigger = np.empty((self._capacity,) + col.shape[1:], col.dtype)
+            bigger[:self.rows] = col[:self.rows]
+            self._cols[key] = bigger
+
+    def append(self, frame_id: int, timestamp_usec: int, mode: str, requested_mode: str, body: Any) -> None:
+        """One row; body: None or anything with theta (72), beta, transl (3), joints (24, 3), cam (3), bbox (4)."""
+        if self.rows == self._capacity:
+            self._grow()
+        i = self.rows
+        if body is not None and self._n_beta is None:  # the first body fixes the betas width
+            self._n_beta = int(np.asarray(body.beta).reshape(-1).shape[0])
+            self._cols["betas"] = np.empty((self._capacity, self._n_beta), np.float32)
+            self._cols["betas"][:i] = np.nan
+        c = self._cols
+        c["frame_ids"][i], c["timestamps_usec"][i] = frame_id, timestamp_usec
+        c["modes"][i], c["requested_modes"][i] = mode, requested_mode
+        c["valid"][i] = body is not None
+        for key, attr, _ in self._BODY:
+            if key not in c:
+                continue
+            if body is None:
+                c[key][i] = np.nan
+            elif key == "betas":
+                beta = np.asarray(body.beta, dtype=np.float32).reshape(-1)[:self._n_beta]
+                c[key][i] = np.nan
+                c[key][i, :beta.shape[0]] = beta
+            else:
+                c[key][i] = np.asarray(getattr(body, attr), dtype=np.float32)
+        self.rows = i + 1
+
+    def column(self, key: str) -> np.ndarray:
+        """The first `rows` entries of a column (a view)."""
+        return self._cols[key][:self.rows]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every per-frame results.npz key -> a view of its first `rows` entries (betas (T, 10) NaN before
+        any body)."""
+        out = {key: self.column(key) for key, _, _ in self._BODY if key in self._cols}
+        if "betas" not in out:
+            out["betas"] = np.full((self.rows, 10), np.nan, np.float32)
+        out = {key: out[key] for key, _, _ in self._BODY}
+        out.update({key: self.column(key) for key in self._FIXED})
+        return out
 
 
 def _hold_fill(values: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -14,9 +14,10 @@ mailbox's dropped count and the frames per second are reported too. At the end r
 frames.jsonl are read back and checked: one row per consumed frame, the same frame ids and timestamps in
 the same order, and (for an .mkv) the ids follow the replay order (i mod clip length).
 
-Note: `OutputWriter` keeps every row in memory to rewrite results.npz, so a run's RSS grows linearly by
-design; `writer_growth` measures the writer alone (synthetic results, same row count) so the two slopes
-can be compared: the pipeline's own growth is the difference.
+Note: `OutputWriter` keeps every row in memory to rewrite results.npz (compact numpy columns, ~0.7 kB
+per frame), so a run's RSS grows linearly by design; `writer_growth` measures the writer alone
+(synthetic results, same row count) so the two slopes can be compared: the pipeline's own growth is the
+difference. The worker's result queue is bounded as in the CLI (`app.worker.RESULTS_MAXSIZE`).
 
 Live pacing (`run_pacing`): `PacedSource` plays decoded frames as a 30 fps live camera would (frame k
 is captured at t0 + k / fps; like the Kinect SDK it queues at most `device_queue` captures and drops the
@@ -47,7 +48,7 @@ from app.capture_thread import CaptureThread
 from app.frames import RgbdFrame, SourceError, SourceTimeout
 from app.mailbox import LatestFrameMailbox
 from app.outputs import OutputWriter
-from app.worker import InferenceWorker, WorkerConfig
+from app.worker import RESULTS_MAXSIZE, InferenceWorker, WorkerConfig
 from calibration.rig import RgbdRig
 
 __all__ = ["rss_mb", "slope_per_1000", "percentile", "SoakReport", "run_soak", "verify_outputs", "WriterGrowth",
@@ -181,7 +182,7 @@ def run_soak(source: Any, session: Any, out_dir: Path, frames: int, *, warmup: i
         clip_length = len(source)
     writer = OutputWriter(out_dir, overwrite=overwrite)
     capture = CaptureThread(source)
-    results: queue.Queue = queue.Queue()
+    results: queue.Queue = queue.Queue(maxsize=RESULTS_MAXSIZE)  # as in the CLI
     worker = InferenceWorker(session, capture, config=worker_config, results=results)
     worker.prepare(source.rig)
     ids: list[int] = []
@@ -404,7 +405,7 @@ def run_pacing(frames: Sequence[RgbdFrame], session: Any, seconds: float = 10.0,
     capture = CaptureThread(source, mailbox, read_timeout_s=0.2)
     if capture.every_frame:  # pragma: no cover - a live source is latest-frame-wins by default
         raise AssertionError("a live source must not use backpressure")
-    results: queue.Queue = queue.Queue()
+    results: queue.Queue = queue.Queue(maxsize=RESULTS_MAXSIZE)  # as in the CLI
     worker = InferenceWorker(SlowSession(session, delay_ms / 1e3), capture, config=worker_config, results=results)
     worker.prepare(source.rig)
     latencies: list[float] = []

@@ -7,6 +7,15 @@ person localiser, the smoother and the track; it is their only user. It reads fr
 `results` queue; when the thread ends it puts an end marker in that queue: None after the end of the
 stream or a stop, the capture's `SourceError` after a capture failure (the viewer's `run_viewer`
 protocol). Any thread may call `force_mode`, `stop` and read the counters.
+
+Backpressure: the results queue is bounded (`RESULTS_MAXSIZE` when the worker creates it; the CLI and
+the soak pass one of that size too), so a consumer that cannot keep up (writing, the overlay video)
+never holds more than that many frames (images + mesh) in memory. When it is full the worker waits,
+in `put(timeout=get_timeout_s)` steps that re-check `stop()`, so a stop is honoured within one step
+even while the consumer is stalled. The wait propagates upstream: a replay (every frame, blocking
+mailbox) runs at the consumer's pace and loses nothing; a live source keeps latest-frame-wins in the
+capture mailbox, which drops and counts the frames the worker did not take. Only a stop() while the
+queue is full can discard the one result in hand (and the end marker): counted in `results_discarded`.
 `process(frame)` runs the pipeline synchronously (tests, or a caller that owns the worker instead).
 
 Per frame (timings_ms keys in brackets; "capture" is how long the worker waited for the frame, "decode"
@@ -75,12 +84,15 @@ from calibration.align import ColorToDepthAligner
 from calibration.rig import RgbdRig
 from model.preprocess import reference_depth
 
-__all__ = ["MODES", "WorkerConfig", "InferenceWorker", "ModelSession"]
+__all__ = ["MODES", "RESULTS_MAXSIZE", "WorkerConfig", "InferenceWorker", "ModelSession"]
 
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "rgbd", "depth", "rgb")
 """Requested modes: auto follows the streams; the others force a subset of them."""
+
+RESULTS_MAXSIZE = 4
+"""Default bound of the results queue, in (frame, result) pairs (each holds the frame's images and a mesh)."""
 
 
 class ModelSession(Protocol):
@@ -99,8 +111,8 @@ class WorkerConfig:
     dropped stream is used again; track_frames: how many frames a previous mesh / box may stand in for
     a missing depth localisation; warm_start: start the model from the previous frame's raw estimate
     while the track continues (module docstring; needs a model with warm-start inputs, else ignored);
-    get_timeout_s: wait per `get` (bounds stop latency); join_timeout_s: how long `stop` waits for the
-    thread."""
+    get_timeout_s: wait per `get` and per step of a `put` into a full results queue (bounds stop
+    latency); join_timeout_s: how long `stop` waits for the thread."""
 
     mode: str = "auto"
     crop_margin: float = 1.25
@@ -156,7 +168,8 @@ class InferenceWorker(threading.Thread):
     session: `app.runtime` session (run(...) -> dict with theta, beta, cam, vertices, joints);
     frames: a CaptureThread or LatestFrameMailbox (`get(timeout)`); None for `process()`-only use;
     on_result(frame, result): called on this thread for every frame; results: a queue.Queue that also
-    gets every (frame, result) pair and the end marker (created when neither is given). Start with
+    gets every (frame, result) pair and the end marker (created, bounded to RESULTS_MAXSIZE, when neither
+    is given; pass a bounded one: the worker waits while it is full, see the module docstring). Start with
     `start()`, end with `stop()`; `done` is set when the thread has finished (end of stream, error or
     stop); `error` holds the capture error, if any.
     """
@@ -174,7 +187,7 @@ class InferenceWorker(threading.Thread):
                              "WorkerConfig.input_size")
         self.on_result = on_result
         self.results: Optional[queue.Queue] = results if results is not None or on_result is not None \
-            else queue.Queue()
+            else queue.Queue(maxsize=RESULTS_MAXSIZE)
         self.health = StreamHealth(drop_after=1, restore_after=config.restore_after)
         self.smoother = BodySmoother(config.smoothing)
         self._lock = threading.Lock()
@@ -187,6 +200,7 @@ class InferenceWorker(threading.Thread):
         self.failures = 0
         self.inference_failures = 0
         self.warm_starts = 0
+        self.results_discarded = 0
         self.last_failure: Optional[str] = None
         self._aligners: dict[int, tuple[RgbdRig, ColorToDepthAligner]] = {}
         self._localizers: dict[int, tuple[RgbdRig, PersonLocalizer]] = {}
@@ -239,7 +253,7 @@ class InferenceWorker(threading.Thread):
             self.error = exc
         finally:
             if self.results is not None:
-                self.results.put(self.error)  # None: clean end
+                self._put(self.error)  # None: clean end
             self.done.set()
 
     def _post(self, frame: Optional[RgbdFrame], result: FrameResult) -> None:
@@ -249,7 +263,25 @@ class InferenceWorker(threading.Thread):
             except Exception:  # a consumer's bug must not stop inference
                 log.exception("on_result callback failed for frame %s", result.frame_id)
         if self.results is not None:
-            self.results.put((frame, result))
+            self._put((frame, result))
+
+    def _put(self, item: Any) -> bool:
+        """Put into `results`, waiting while it is full but never past a stop(); False if discarded."""
+        results = self.results
+        if results is None:
+            return False
+        while not self._stop_event.is_set():
+            try:
+                results.put(item, timeout=self.config.get_timeout_s)
+                return True
+            except queue.Full:
+                continue
+        try:  # stopping: keep the item if there is room, never wait
+            results.put_nowait(item)
+            return True
+        except queue.Full:
+            self.results_discarded += 1
+            return False
 
     def _dropped_so_far(self) -> int:
         """Frames the capture mailbox replaced before this worker read them (running count)."""

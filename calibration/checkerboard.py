@@ -10,6 +10,9 @@ JSON and/or an OpenCV YAML; with only color images, the color camera alone is wr
 
     python -m calibration.checkerboard --ir 'shots/ir_*.png' --color 'shots/color_*.png' \
         --pattern 9x6 --square-mm 25 --out rig.json --opencv-yaml rig.yaml
+
+Existing output files are not replaced without --overwrite (exit code 2, one line naming the file,
+before any image is read).
 """
 from __future__ import annotations
 
@@ -164,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "5-coefficient Brown-Conrady k1 k2 p1 p2 k3")
     p.add_argument("--out", type=Path, help="write our rig JSON here (needs --ir)")
     p.add_argument("--opencv-yaml", type=Path, help="write an OpenCV YAML (rig with --ir, else the color camera)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out / --opencv-yaml if they exist")
     return p
 
 
@@ -175,6 +179,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise SystemExit("error: give --out and/or --opencv-yaml")
     if args.out is not None and args.ir is None:
         raise SystemExit("error: --out writes a rig and needs --ir images too")
+    if args.out is not None and args.opencv_yaml is not None and args.out.resolve() == args.opencv_yaml.resolve():
+        raise SystemExit("error: --out and --opencv-yaml name the same file")
+    existing = [p for p in (args.out, args.opencv_yaml) if p is not None and p.exists()]
+    if existing and not args.overwrite:  # checked before the (slow) calibration, not after it
+        print(f"error: {existing[0]}: already exists (pass --overwrite to replace)", file=sys.stderr)
+        return 2
     from calibration.opencv_io import save_opencv
 
     square_m = args.square_mm / 1000.0

@@ -20,6 +20,7 @@ keypoint vertex ids (`SMPL_KEYPOINT_VERTEX_IDS`). `head_top` is required: it is 
 
 Command line (`python -m model.body ...`):
     convert SMPL_NEUTRAL.pkl out.npz     write our npz format (float32), then reload it as a check
+                                         (an existing out.npz is replaced only with --overwrite)
     info FILE                            vertex/face counts, model id, sha256, height at beta = 0
 """
 from __future__ import annotations
@@ -654,11 +655,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_conv.add_argument("src", type=Path)
     p_conv.add_argument("dst", type=Path)
     p_conv.add_argument("--model-id", default=None, help="model id stored in the npz (default: source file stem)")
+    p_conv.add_argument("--overwrite", action="store_true", help="replace dst if it exists")
     p_info = sub.add_parser("info", help="print vertex/face counts, model id, hash and height at beta=0")
     p_info.add_argument("file", type=Path)
     args = parser.parse_args(argv)
     try:
         if args.cmd == "convert":
+            if args.dst.is_dir():
+                print(f"error: {args.dst}: is a folder, not a file name", file=sys.stderr)
+                return 2
+            if args.dst.exists() and not args.overwrite:
+                print(f"error: {args.dst}: already exists (pass --overwrite to replace)", file=sys.stderr)
+                return 2
             body = convert(args.src, args.dst, args.model_id)
             print(f"wrote {args.dst} ({body.num_vertices} vertices, {body.num_faces} faces, model_id {body.model_id})")
         else:

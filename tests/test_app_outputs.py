@@ -92,6 +92,55 @@ def test_every_frame_is_a_row_in_npz_and_jsonl(toy, tmp_path):
     assert rows[0]["body"]["bbox"] == [10.5, 20.5, 110.5, 300.5] and rows[0]["mesh"] is None
 
 
+def test_columns_grow_past_their_capacity_with_the_file_dtypes_and_beta_width(toy, tmp_path):
+    bs = bodies(toy, 3)
+    wide = BodyEstimate(**{**bs[1].__dict__, "beta": np.arange(16, dtype=np.float32)})   # cut to 10
+    narrow = BodyEstimate(**{**bs[2].__dict__, "beta": np.arange(8, dtype=np.float32)})  # NaN-padded to 10
+    n = 600                                                 # the columns start at 256 rows: two doublings
+    seq = [None] * 5 + [bs[0]] + [wide, narrow, None] * ((n - 6) // 3)
+    with OutputWriter(tmp_path / "out", bvh=False, chunk_frames=1000) as w:
+        for i, b in enumerate(seq):
+            w.write(result(i, b, InputMode.RGBD if b is not None else InputMode.DEPTH))
+        assert w.frames_written == n
+        table = w.table()
+        table["poses"][:] = 0.0                             # a copy: the writer's rows are not touched
+    with np.load(tmp_path / "out" / "results.npz", allow_pickle=False) as z:
+        assert list(z.keys())[:11] == ["poses", "betas", "trans", "joints", "cam", "bbox", "valid", "frame_ids",
+                                       "timestamps_usec", "modes", "requested_modes"]
+        assert {k: z[k].dtype.str for k in ("poses", "betas", "joints", "valid", "frame_ids", "modes")} == {
+            "poses": "<f4", "betas": "<f4", "joints": "<f4", "valid": "|b1", "frame_ids": "<i8", "modes": "<U5"}
+        assert z["betas"].shape == (n, 10) and z["frame_ids"].tolist() == [100 + i for i in range(n)]
+        assert z["valid"].tolist() == [b is not None for b in seq]
+        assert np.isnan(z["betas"][:5]).all() and np.isnan(z["poses"][:5]).all()
+        np.testing.assert_array_equal(z["betas"][5], bs[0].beta)
+        np.testing.assert_array_equal(z["betas"][n - 3], np.arange(10))
+        np.testing.assert_array_equal(z["betas"][n - 2, :8], np.arange(8))
+        assert np.isnan(z["betas"][n - 2, 8:]).all() and np.isnan(z["joints"][n - 1]).all()
+        np.testing.assert_array_equal(z["poses"][n - 3], bs[1].theta)
+        np.testing.assert_array_equal(z["joints"][n - 2], bs[2].joints)
+        assert z["modes"][4] == "depth" and z["modes"][n - 2] == "rgbd"
+
+
+def test_the_rows_in_memory_cost_about_the_bytes_of_the_file(toy, tmp_path):
+    import tracemalloc
+
+    b = bodies(toy, 1)[0]
+    n = 2000
+    w = OutputWriter(tmp_path / "out", bvh=False)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(n):
+            w.write(result(i, b if i % 4 else None))
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+        w.close()
+    # a row is 705 bytes in the file (72 + 10 + 3 + 72 + 3 + 4 float32, 2 int64, 2 '<U5', a bool); the
+    # columns hold 2048 rows; Python objects per row (the earlier design) cost ~1.8 kB
+    assert held < 1.05 * 2048 * 705 + 64 * 1024, held
+
+
 def test_jsonl_is_flushed_per_frame_and_npz_is_rewritten_atomically_in_chunks(toy, tmp_path):
     bs = bodies(toy, 7)
     out = tmp_path / "run"

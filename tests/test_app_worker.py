@@ -533,3 +533,76 @@ def test_decode_time_of_the_frame_is_a_stage(session):
     assert "decode" not in w.process(frame(1)).timings_ms  # a frame without a decode time
     with pytest.raises(ValueError, match="decode_ms must be None or milliseconds"):
         RgbdFrame(0, 0, COLOR, SCENE[0], RIG, "test", decode_ms=-1.0)
+
+
+class ListReplay:
+    """A replay `FrameSource` over prepared frames (not live: the capture thread delivers every frame)."""
+
+    is_live = False
+    rig = RIG
+
+    def __init__(self, frames):
+        self.name, self._frames, self.closed = "list-replay", list(frames), False
+
+    def read(self, timeout_s: float):
+        return self._frames.pop(0) if self._frames else None
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@needs_model
+def test_a_slow_consumer_gets_every_replayed_frame_in_order_from_a_bounded_queue(session):
+    from app.capture_thread import CaptureThread
+    from app.worker import RESULTS_MAXSIZE
+
+    capture = CaptureThread(ListReplay([frame(i) for i in range(12)]))
+    w = InferenceWorker(session, capture)  # creates its own queue, bounded to RESULTS_MAXSIZE
+    assert w.results.maxsize == RESULTS_MAXSIZE == 4
+    w.prepare(RIG)
+    capture.start()
+    w.start()
+    ids, backlog = [], []
+    try:
+        while True:
+            backlog.append(w.results.qsize())
+            item = w.results.get(timeout=30)
+            if item is None:
+                break
+            ids.append(item[1].frame_id)
+            time.sleep(0.05)  # writing / drawing slower than inference
+    finally:
+        capture.stop()
+        w.stop()
+    assert ids == list(range(12))                          # nothing lost, nothing reordered
+    assert max(backlog) == RESULTS_MAXSIZE                  # the worker ran ahead until the queue was full ...
+    assert w.results_discarded == 0 and capture.mailbox.dropped == 0  # ... then waited (replay pace = consumer's)
+    assert w.eof and w.error is None
+
+
+@needs_model
+def test_stop_returns_promptly_while_the_worker_waits_on_a_full_queue(session):
+    from app.capture_thread import CaptureThread
+
+    capture = CaptureThread(ListReplay([frame(i) for i in range(8)]))
+    w = InferenceWorker(session, capture, config=WorkerConfig(get_timeout_s=0.05), results=queue.Queue(maxsize=2))
+    w.prepare(RIG)
+    capture.start()
+    w.start()
+    deadline = time.perf_counter() + 30
+    while w.frames_processed < 3 and time.perf_counter() < deadline:  # 2 queued + 1 in hand: blocked
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert w.results.full() and w.frames_processed == 3 and w.is_alive()  # nobody consumes: it waits
+    t = time.perf_counter()
+    assert w.stop()
+    assert time.perf_counter() - t < 0.5 and not w.is_alive() and w.done.is_set()
+    assert w.results_discarded == 2                        # the result in hand and the end marker
+    assert [w.results.get_nowait()[1].frame_id for _ in range(2)] == [0, 1]  # the queued ones stay readable
+    assert capture.stop()

@@ -100,6 +100,17 @@ def test_cli_writes_rig_json_and_opencv_yaml(tmp_path, capsys):
     assert main(["--color", str(tmp_path / "color_*.png"), "--pattern", "9x6", "--square-mm", "30",
                  "--opencv-yaml", str(tmp_path / "color.yaml")]) == 0
     assert load_opencv_camera(tmp_path / "color.yaml").fy == pytest.approx(truth.color.fy, abs=1.0)
+    # an existing output is replaced only with --overwrite (exit 2 and one line otherwise)
+    (tmp_path / "color.yaml").write_text("earlier")
+    capsys.readouterr()
+    again = ["--color", str(tmp_path / "color_*.png"), "--pattern", "9x6", "--square-mm", "30",
+             "--opencv-yaml", str(tmp_path / "color.yaml")]
+    assert main(again) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {tmp_path / 'color.yaml'}: already exists (pass --overwrite to replace)\n"
+    assert (tmp_path / "color.yaml").read_text() == "earlier"
+    assert main(again + ["--overwrite"]) == 0
+    assert load_opencv_camera(tmp_path / "color.yaml").fy == pytest.approx(truth.color.fy, abs=1.0)
 
 
 def test_cli_errors_and_help(tmp_path):

@@ -220,6 +220,24 @@ def test_cli_refuses_untagged_random_weights(capsys):
     assert e.value.code == 2 and "--random-weights" in capsys.readouterr().err
 
 
+def test_cli_refuses_to_replace_an_existing_export_without_overwrite(exported, toy_path, tmp_path, capsys):
+    out = tmp_path / "models"
+    out.mkdir()
+    (out / "lite64.int8.onnx").write_bytes(b"earlier export")
+    argv = ["--checkpoint", str(exported["ckpt"]), "--body", str(toy_path), "--out-dir", str(out), "--name", "lite64",
+            "--pseudo-frames", "--eval-frames", "0", "--calib-frames", "4"]
+    capsys.readouterr()
+    assert main(argv + ["--variants", "fp32", "int8"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {out / 'lite64.int8.onnx'}: already exists (pass --overwrite to replace)\n"
+    assert sorted(p.name for p in out.iterdir()) == ["lite64.int8.onnx"]  # refused before writing anything
+    assert (out / "lite64.int8.onnx").read_bytes() == b"earlier export"
+    (out / "lite64.fp32.onnx").write_bytes(b"earlier export")
+    assert main(argv + ["--variants", "fp32", "--overwrite"]) == 0
+    assert ModelContract.from_file(out / "lite64.fp32.onnx").variant == "fp32"  # a real export replaced it
+    assert (out / "lite64.int8.onnx").read_bytes() == b"earlier export"    # not named: left alone
+
+
 def test_export_onnx_rejects_unknown_variant(body, tmp_path):
     net = sensitive_lite(body)
     with pytest.raises(ValueError, match="unknown variant 'int4'"):

@@ -10,7 +10,9 @@
    each test first proves its payload is armed) handed to every loader a user's file reaches:
    checkpoints, USCG states, YAML configs, OpenCV/ROS calibration YAML, body-model npz, ONNX path.
 3. Command-line paths are used as given, never through a shell; outputs refuse to replace existing files
-   without --overwrite (each file on its own; results.npz alone is covered in test_app_outputs/e2e).
+   without --overwrite (each file on its own; results.npz alone is covered in test_app_outputs/e2e), in the
+   app, the soak, `python -m model.body convert` and `python -m calibration.checkerboard` (here) and
+   `python -m training.export` (test_export.py).
 """
 from __future__ import annotations
 
@@ -355,3 +357,36 @@ def test_the_soak_refuses_existing_outputs_without_overwrite(tmp_path):
     with pytest.raises(OutputError, match="already exists"):
         run_soak(NoSource(), object(), tmp_path / "o", 10)
     assert (tmp_path / "o" / "results.npz").read_bytes() == b"earlier"
+
+
+def test_body_convert_refuses_to_replace_a_file_without_overwrite(tmp_path, capsys):
+    from model.body import BodyModel, main
+    from toy_body import write_toy_body
+
+    src = write_toy_body(tmp_path / "toy.npz")
+    dst = tmp_path / "body.npz"
+    dst.write_bytes(b"the user's earlier body")
+    assert main(["convert", str(src), str(dst)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {dst}: already exists (pass --overwrite to replace)\n"
+    assert dst.read_bytes() == b"the user's earlier body"
+    assert main(["convert", str(src), str(dst), "--overwrite", "--model-id", "again"]) == 0
+    assert BodyModel.from_file(dst).model_id == "again"
+    assert main(["convert", str(src), str(tmp_path), "--overwrite"]) == 2  # a folder is never replaced
+    assert capsys.readouterr().err.endswith(f"error: {tmp_path}: is a folder, not a file name\n")
+
+
+@pytest.mark.parametrize("existing", ["rig.json", "rig.yaml"])
+def test_checkerboard_refuses_to_replace_either_output_without_overwrite(tmp_path, capsys, existing):
+    from calibration.checkerboard import main
+
+    (tmp_path / existing).write_text("earlier calibration")
+    argv = ["--ir", str(tmp_path / "ir_*.png"), "--color", str(tmp_path / "color_*.png"), "--pattern", "9x6",
+            "--square-mm", "30", "--out", str(tmp_path / "rig.json"), "--opencv-yaml", str(tmp_path / "rig.yaml")]
+    assert main(argv) == 2  # refused before any image is read (there are none)
+    err = capsys.readouterr().err
+    assert err == f"error: {tmp_path / existing}: already exists (pass --overwrite to replace)\n"
+    assert (tmp_path / existing).read_text() == "earlier calibration"
+    with pytest.raises(SystemExit, match="no images match"):  # with --overwrite it goes on to the images
+        main(argv + ["--overwrite"])
+    assert (tmp_path / existing).read_text() == "earlier calibration"

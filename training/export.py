@@ -3,6 +3,8 @@
     python -m training.export --checkpoint run/last.pt --variants fp32 int8
     python -m training.export --preset lite --random-weights --variants fp32 fp16 int8 --out-dir /tmp/m
 
+An existing file of the same name is not replaced without --overwrite (exit 2, one line naming it).
+
 Library: `export_onnx(model, cfg, body, path, variant)` writes one file; `export_variants` writes several
 from one torch export; `compare_with_torch` runs a file and measures its difference from the torch model.
 
@@ -439,6 +441,12 @@ def _table(results: Sequence[ExportResult]) -> str:
     return "\n".join(lines)
 
 
+def _existing_files(out_dir: Path, stem: str, variants: Sequence[str]) -> list[Path]:
+    """The files an export of `variants` as `out_dir/stem.<variant>.onnx` would replace (with .data sidecars)."""
+    paths = [Path(out_dir) / f"{stem}.{v}.onnx" for v in variants]
+    return [p for q in paths for p in (q, q.with_name(q.name + ".data")) if p.exists()]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from model.body import DEFAULT_BODY_PATH, BodyModelError
     from model.config import PRESETS
@@ -461,6 +469,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--pseudo-frames", action="store_true", help="skip the synth engine; use pseudo-frames")
     ap.add_argument("--no-warm-start", dest="warm_start", action="store_false",
                     help="leave out the IEF warm-start inputs (the older 4-input graph)")
+    ap.add_argument("--overwrite", action="store_true", help="replace existing files of the same name in --out-dir")
     args = ap.parse_args(argv)
     if args.preset is not None and not args.random_weights:
         ap.error("--preset exports untrained weights: add --random-weights (or use --checkpoint)")
@@ -472,13 +481,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         model, cfg, body, random_w, summary = _load_model(args)
         S = cfg.input_size
+        stem = args.name or f"fusemesh_{cfg.name}" + ("_random" if random_w else "")
+        existing = [] if args.overwrite else _existing_files(args.out_dir, stem, args.variants)
+        if existing:
+            more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+            print(f"error: {existing[0]}{more}: already exists (pass --overwrite to replace)", file=sys.stderr)
+            return 2
         need_calib = "int8" in args.variants
         use_engine = not args.pseudo_frames
         calib = (synthetic_frames(S, args.calib_frames, shards=args.calib_shards, body=body, seed=1,
                                   allow_engine=use_engine) if need_calib else None)
         evals = (synthetic_frames(S, args.eval_frames, shards=args.calib_shards, body=body, seed=2,
                                   start=args.calib_frames, allow_engine=use_engine) if args.eval_frames > 0 else None)
-        stem = args.name or f"fusemesh_{cfg.name}" + ("_random" if random_w else "")
         results = export_variants(model, cfg, body, args.out_dir, stem, args.variants, random_weights=random_w,
                                   training_data=summary, calib_frames=calib, eval_frames=evals,
                                   warm_start=args.warm_start)
