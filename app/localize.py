@@ -26,7 +26,8 @@ when the floor has to be found again; `python -m app.localize` measures it):
    blob even where the depth image has jumps; two people a cell apart are two blobs.
 4. Human-sized blobs: top (highest point above the floor; without a floor: vertical extent) in
    [min_top_m, max_top_m], bird's-eye footprint <= max_footprint_m and <= top / min_top_to_footprint
-   (a table is wider than tall), visible area >= min_area_m2.
+   (a table is wider than tall), visible area >= min_area_m2, and not filling the view (samples reaching
+   the left and right image borders and the top or bottom one: a wall or board close to the sensor).
 5. Choice: with a track (the previous detection, or `prior_xyz` from the previous mesh) the blob whose
    centroid is nearest to it in the floor plane, if within `track_gate_m`; otherwise the one with the
    lowest cost  range_m + centre_weight_m * |azimuth (rad)|  (near and central wins).
@@ -180,6 +181,8 @@ class PersonLocalizer:
         self._xs = np.ascontiguousarray(xy[::s, ::s, 0])  # float64
         self._ys = np.ascontiguousarray(xy[::s, ::s, 1])
         self._ray_ok = np.ascontiguousarray(ray_ok[::s, ::s])
+        ok_r, ok_c = np.nonzero(self._ray_ok)  # the sampled grid's valid-ray extent: the view's borders
+        self._view = (int(ok_r.min()), int(ok_r.max()), int(ok_c.min()), int(ok_c.max())) if ok_r.size else (0, 0, 0, 0)
         self._area_k = float(s * s) / (camera.fx * camera.fy)
         self._rng = np.random.default_rng(config.seed)
         self.floor: Optional[FloorPlane] = None
@@ -270,8 +273,9 @@ class PersonLocalizer:
             centroid = sums / blob_area[:, None]
         extent_top = top if floor is not None else top - bottom
         foot = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]) * cfg.cell_m
+        blocked = self._fills_the_view(rows[above], cols[above], lab, n_lab, self._view)
         ok = ((extent_top >= cfg.min_top_m) & (extent_top <= cfg.max_top_m) & (foot <= cfg.max_footprint_m)
-              & (extent_top >= cfg.min_top_to_footprint * foot) & (blob_area >= cfg.min_area_m2))
+              & (extent_top >= cfg.min_top_to_footprint * foot) & (blob_area >= cfg.min_area_m2) & ~blocked)
         ok[0] = False
         candidates = np.flatnonzero(ok)
         self.last_blobs = {"top_m": extent_top[1:], "footprint_m": foot[1:], "area_m2": blob_area[1:],
@@ -312,6 +316,24 @@ class PersonLocalizer:
                          floor=floor)
 
     # ------------------------------------------------------------------ pieces
+    @staticmethod
+    def _fills_the_view(rows: np.ndarray, cols: np.ndarray, lab: np.ndarray, n_lab: int,
+                        view: tuple[int, int, int, int]) -> np.ndarray:
+        """(n_lab,) bool: blobs whose samples reach the left *and* right borders of the view (the sampled
+        grid's valid rays: view = first/last row, first/last column) and its top or bottom one. That is a
+        surface blocking the view (a wall or a board close to the sensor), not a person: someone that close
+        fills the crop with a fragment the model cannot use either."""
+        r0, r1, c0, c1 = view
+        lo_c = np.full(n_lab, c1 + 10, np.int64)
+        hi_c = np.full(n_lab, c0 - 10, np.int64)
+        lo_r = np.full(n_lab, r1 + 10, np.int64)
+        hi_r = np.full(n_lab, r0 - 10, np.int64)
+        np.minimum.at(lo_c, lab, cols)
+        np.maximum.at(hi_c, lab, cols)
+        np.minimum.at(lo_r, lab, rows)
+        np.maximum.at(hi_r, lab, rows)
+        return (lo_c <= c0 + 1) & (hi_c >= c1 - 1) & ((lo_r <= r0 + 1) | (hi_r >= r1 - 1))
+
     def _age_track(self) -> None:
         self._track_age += 1
         if self._track_age > self.config.track_frames:
