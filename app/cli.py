@@ -378,8 +378,22 @@ def _run_headless(args: argparse.Namespace, source: Any, capture: Any, worker: A
                     overlay.close()
             finally:
                 if writer is not None:
-                    writer.close()
+                    _close_writer(writer)
     return _finish(args, worker, stats, failure, interrupted)
+
+
+def _close_writer(writer: Any) -> None:
+    """Close the output writer; a failure (disk full) becomes the run's one-line error, or a note when the
+    run is already failing for another reason (e.g. the same disk filled up during a frame)."""
+    from app.outputs import OutputError
+
+    try:
+        writer.close()
+    except (OutputError, OSError) as exc:
+        if sys.exc_info()[0] is not None:  # already unwinding with an error: keep that one, mention this
+            _note(f"also: {exc}")
+            return
+        raise _CliError(f"cannot write outputs: {exc}", EXIT_INPUT) from exc
 
 
 def _ground_truth(args: argparse.Namespace, source: Any) -> Any:

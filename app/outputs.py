@@ -278,13 +278,15 @@ class OutputWriter:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             if meshes:
                 (self.out_dir / MESH_DIR).mkdir(exist_ok=True)
-            self._jsonl = open(self.out_dir / FRAMES, "w" if overwrite else "x", encoding="utf-8")
+            # unbuffered: every line reaches the file in write(), and a failed line can be cut off again
+            self._jsonl = open(self.out_dir / FRAMES, "wb" if overwrite else "xb", buffering=0)
         except FileExistsError as exc:
             raise OutputError(f"{exc.filename}: already exists (pass --overwrite to replace)") from exc
         except OSError as exc:
             raise OutputError(f"{self.out_dir}: cannot write outputs ({exc.strerror or exc})") from exc
         self._table = _Table()
         self._last_flush_rows = 0
+        self._jsonl_bytes = 0
         self.closed = False
 
     # ------------------------------------------------------------------ paths
@@ -349,16 +351,35 @@ class OutputWriter:
                 "bbox": _json_value(np.asarray(body.bbox, dtype=np.float64).round(3)),
             },
         }
-        self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
-        self._jsonl.flush()
-        if self.fsync:
-            os.fsync(self._jsonl.fileno())
+        self._append_line((json.dumps(record, allow_nan=False) + "\n").encode("utf-8"), row)
         self._table.append(int(result.frame_id), int(result.timestamp_usec), record["mode"],
                            record["requested_mode"], body)
         rows = self._table.rows
         due = max(self.chunk_frames, int(0.1 * rows))
         if rows - self._last_flush_rows >= due:
             self.flush()
+
+    def _append_line(self, data: bytes, row: int) -> None:
+        """Append one frames.jsonl line, all of it or nothing: a write that fails part-way (disk full, file
+        size limit) is cut back to the previous line and raises OutputError naming the file."""
+        fd = self._jsonl.fileno()
+        start = self._jsonl_bytes
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            if self.fsync:
+                os.fsync(fd)
+        except OSError as exc:
+            try:
+                os.ftruncate(fd, start)
+                os.lseek(fd, start, os.SEEK_SET)
+            except OSError:
+                pass
+            raise OutputError(f"{self.out_dir / FRAMES}: cannot write frame row {row} ({exc.strerror or exc}); "
+                              f"the {row} rows before it are complete") from exc
+        self._jsonl_bytes = start + len(data)
 
     def _frame_rate(self) -> float:
         if self.fps is not None:
@@ -397,6 +418,10 @@ class OutputWriter:
             self.flush()
             if self.bvh and self._table.rows and not self._table.column("valid").any():
                 log.warning("no frame had a body: %s not written", self.bvh_path)
+        except OSError as exc:  # disk full etc.: the files from the last successful flush stay as they were
+            raise OutputError(f"{self.out_dir}: the final {RESULTS} / motion.bvh could not be written "
+                              f"({exc.strerror or exc}); they hold the rows up to row "
+                              f"{self._last_flush_rows}, {FRAMES} holds all {self._table.rows}") from exc
         finally:
             self.closed = True
             self._jsonl.close()

@@ -316,3 +316,26 @@ def test_headless_replay_prints_pa_mpjpe_against_the_sidecar(clips, lite_model, 
                                   "--headless", "--out", tmp_path / "badgt", "--no-progress", "--gt", bad]])
     captured = capsys.readouterr()
     assert code == 2 and str(bad) in captured.err and "Traceback" not in captured.err
+
+
+def test_disk_full_mid_run_is_one_line_and_keeps_complete_outputs(clips, lite_model, tmp_path):
+    """A file-size limit (RLIMIT_FSIZE, SIGXFSZ ignored: writes fail with EFBIG like a full disk) stops the
+    run part-way: exit 2 with one line, frames.jsonl holds only whole lines and results.npz reads back."""
+    import resource
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (9_000, 9_000))
+
+    out = tmp_path / "full"
+    r = subprocess.run([sys.executable, "-m", "app", "--source", str(clips["full"]), "--model", str(lite_model),
+                        "--providers", "cpu", "--headless", "--out", str(out), "--no-overlay", "--no-progress",
+                        "--no-gt"], cwd=REPO, preexec_fn=limit, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    errors = [line for line in r.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "frames.jsonl" in errors[0] and "Traceback" not in r.stderr
+    rows = jsonl(out / "frames.jsonl")                                  # every line parses: no torn line
+    assert 0 < len(rows) < N_FRAMES and [row["row"] for row in rows] == list(range(len(rows)))
+    with np.load(out / "results.npz") as z:
+        assert 0 < len(z["frame_ids"]) <= len(rows)
+        assert z["frame_ids"].tolist() == [row["frame_id"] for row in rows][:len(z["frame_ids"])]
