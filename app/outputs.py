@@ -48,19 +48,13 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from app.results import FrameResult
+from model.skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS  # torch-free; re-exported for the viewer
 
 __all__ = ["OutputError", "OutputWriter", "SMPL_JOINT_NAMES", "SMPL_PARENTS", "write_bvh", "write_mesh",
            "bvh_rest_offsets"]
 
 log = logging.getLogger(__name__)
 
-SMPL_JOINT_NAMES: tuple[str, ...] = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2", "left_ankle",
-    "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar", "right_collar", "head",
-    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
-    "left_hand", "right_hand",
-)
-SMPL_PARENTS: tuple[int, ...] = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
 _CAM_TO_BVH = np.diag([1.0, -1.0, -1.0])  # camera (y down, z forward) -> BVH world (y up, z toward the camera)
 _BVH_UNITS = 100.0                         # metres -> centimetres
 RESULTS, FRAMES, BVH, MESH_DIR = "results.npz", "frames.jsonl", "motion.bvh", "meshes"

@@ -55,10 +55,14 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, cfg: ModelConfig, 
         "train_summary": {},
         **extra,
     }
-    path = Path(path)
+    return _save_atomically(ckpt, Path(path))
+
+
+def _save_atomically(obj: dict[str, Any], path: Path) -> Path:
+    """torch.save to a temporary file next to `path`, then rename it over `path` (never a torn file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
+    torch.save(obj, tmp)
     tmp.replace(path)
     return path
 
@@ -134,12 +138,7 @@ def slim_checkpoint(src: str | Path, dst: str | Path, dtype: torch.dtype = torch
     slim.setdefault("train_summary", {})
     if isinstance(slim["train_summary"], dict):
         slim["train_summary"] = {**slim["train_summary"], "weights_dtype": str(dtype).replace("torch.", "")}
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    torch.save(slim, tmp)
-    tmp.replace(dst)
-    return dst
+    return _save_atomically(slim, Path(dst))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
