@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from model.body import BodyModel
-from training.checkpoint import load_checkpoint
+from training.checkpoint import load_checkpoint, read_checkpoint
 from training.config import train_config_from_dict
 from training.data import write_procedural_shards
 from training.loop import Trainer, build_prior_bank, skeleton_3d_loss
@@ -90,6 +90,30 @@ def test_cosine_schedule_with_warmup():
     assert tr.lr_at(0, 1e-3) == pytest.approx(1e-4 * (0.01 + 0.99))
     assert tr.lr_at(50, 1e-3) == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))
     assert tr.lr_at(100, 1e-3) == pytest.approx(1e-5)
+
+
+def test_cosine_schedule_follows_the_clock_when_it_runs_ahead():
+    cfg = train_config_from_dict({"model": TINY_MODEL, "run": {"steps": 100},
+                                  "optim": {"lr": 1e-3, "schedule": "cosine", "warmup_steps": 0}})
+    tr = Trainer.__new__(Trainer)
+    tr.cfg = cfg
+    assert tr.lr_at(10, 1e-3, progress=0.5) == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))  # time is ahead
+    assert tr.lr_at(10, 1e-3, progress=1.7) == pytest.approx(1e-5)  # past the limit: the floor, not beyond
+    assert tr.lr_at(50, 1e-3, progress=0.1) == tr.lr_at(50, 1e-3)  # steps are ahead: unchanged
+
+
+def test_time_limit_stops_cleanly_with_a_resumable_checkpoint(setup):
+    root, _, body = setup
+    cfg = train_config_from_dict(tiny_config(root, "timed", steps=500, time_limit_s=1e-6))
+    res = train(cfg, body=body, progress=False)
+    assert res.stopped.startswith("time limit") and res.end_step == 1 and len(res.history) == 1
+    summary = json.loads((root / "timed" / "summary.json").read_text())
+    assert summary["end_step"] == 1 and summary["stopped"].startswith("time limit")
+    assert sorted(read_scalars_csv(root / "timed" / "scalars.csv")) == [1]
+    state = read_checkpoint(root / "timed" / "last.pt")
+    assert state["train_state"]["step"] == 1
+    untimed = train(train_config_from_dict(tiny_config(root, "untimed", steps=2)), body=body, progress=False)
+    assert untimed.stopped == "" and untimed.end_step == 2
 
 
 def test_prior_bank_from_amass_holds_its_rotations():

@@ -129,6 +129,9 @@ class RunConfig:
     log_every: int = 10
     ckpt_every: int = 500
     out_dir: str = "runs/default"
+    # Seconds of training after which the run stops cleanly (checkpoint + summary; 0 = no limit). The cosine
+    # schedule then follows whichever runs out first, steps or time, so a time-boxed run still anneals.
+    time_limit_s: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
@@ -139,6 +142,7 @@ class RunConfig:
         _check(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
         _check(self.ckpt_every >= 1, "ckpt_every", f"must be >= 1, got {self.ckpt_every}")
         _check(bool(self.out_dir), "out_dir", "must not be empty")
+        _check(self.time_limit_s >= 0, "time_limit_s", f"must be >= 0 (0 = no limit), got {self.time_limit_s}")
 
 
 @dataclass

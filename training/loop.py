@@ -152,13 +152,16 @@ class Trainer:
             self.disc_net = DDP(self.disc, device_ids=ids)  # has no buffers
 
     # ---------------------------------------------------------------- schedule / masks
-    def lr_at(self, step: int, base: float) -> float:
+    def lr_at(self, step: int, base: float, progress: float | None = None) -> float:
+        """Learning rate at 0-based `step`: linear warm-up, then cosine to 1 % of `base` over run.steps.
+        `progress` (0..1, e.g. the used fraction of run.time_limit_s) moves the cosine further when it is
+        ahead of step / run.steps."""
         o = self.cfg.optim
         f = 1.0
         if o.warmup_steps and step < o.warmup_steps:
             f = (step + 1) / o.warmup_steps
         if o.schedule == "cosine":
-            t = min(1.0, step / max(1, self.cfg.run.steps))
+            t = min(1.0, max(step / max(1, self.cfg.run.steps), progress or 0.0))
             f *= 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
         return base * f
 
@@ -178,8 +181,9 @@ class Trainer:
         return mask.to(self.device)
 
     # ---------------------------------------------------------------- the update
-    def step(self, batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
-        """One update on `batch` at 0-based global step `step`; returns scalars averaged over ranks."""
+    def step(self, batch: dict[str, torch.Tensor], step: int, progress: float | None = None) -> dict[str, float]:
+        """One update on `batch` at 0-based global step `step`; returns scalars averaged over ranks.
+        `progress`: see `lr_at` (None: the schedule follows the step count alone)."""
         cfg, lc = self.cfg, self.loss_cfg
         dev = self.device
         b = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
@@ -188,9 +192,9 @@ class Trainer:
         self.model.train()
         self.disc.train()
         for group in self.opt.param_groups:
-            group["lr"] = self.lr_at(step, cfg.optim.lr)
+            group["lr"] = self.lr_at(step, cfg.optim.lr, progress)
         for group in self.disc_opt.param_groups:
-            group["lr"] = self.lr_at(step, cfg.optim.disc_lr)
+            group["lr"] = self.lr_at(step, cfg.optim.disc_lr, progress)
 
         autocast = (torch.autocast(device_type=dev.type, dtype=self.amp_dtype) if self.amp_dtype is not None
                     else contextlib.nullcontext())

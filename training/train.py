@@ -47,6 +47,8 @@ class TrainResult:
     digests: list[str] = field(default_factory=list)
     samples_per_s: float = 0.0
     model: Any = None
+    end_step: int = 0  # the step count of the last update (== run.steps unless stopped early)
+    stopped: str = ""  # why the run stopped before run.steps ("" = it did not)
 
 
 # ------------------------------------------------------------------------------------ distribution
@@ -199,22 +201,30 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False, body: Any = None,
         result = TrainResult(start_step=start, out_dir=out_dir)
         ckpt = out_dir / "last.pt"
         t0, n_samples = time.perf_counter(), 0
-        step = start
+        step, done, stopped = start, start, ""
+        limit = cfg.run.time_limit_s
         for step, batch in zip(range(start, cfg.run.steps), loader):
-            scalars = trainer.step(batch, step)
+            progress = _time_fraction(t0, limit, device, env.world_size) if limit else None
+            scalars = trainer.step(batch, step, progress)
             n_samples += int(batch["rgb"].shape[0]) * env.world_size
             result.history.append(scalars)
             done = step + 1
-            if log is not None and (done % cfg.run.log_every == 0 or done == cfg.run.steps):
+            if limit and _time_fraction(t0, limit, device, env.world_size) >= 1.0 and done < cfg.run.steps:
+                stopped = f"time limit {limit:g} s"
+            last = done == cfg.run.steps or bool(stopped)
+            if log is not None and (done % cfg.run.log_every == 0 or last):
                 log.log(done, scalars)
             bar.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
             bar.update(1)
-            if done % cfg.run.ckpt_every == 0 or done == cfg.run.steps:
+            if done % cfg.run.ckpt_every == 0 or last:
                 if env.rank == 0:
                     save_train_checkpoint(ckpt, trainer, cfg, body, done, save_checkpoint)
                 if env.world_size > 1:
                     dist.barrier()
+            if stopped:
+                break
         bar.close()
+        result.end_step, result.stopped = done, stopped
         elapsed = time.perf_counter() - t0
         result.samples_per_s = n_samples / elapsed if elapsed > 0 else 0.0
         result.checkpoint = ckpt
@@ -229,7 +239,7 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False, body: Any = None,
         if env.rank == 0:
             log.close()
             summary = {
-                "steps": cfg.run.steps, "start_step": start, "world_size": env.world_size, "device": str(device),
+                "steps": cfg.run.steps, "start_step": start, "end_step": done, "stopped": stopped or None, "world_size": env.world_size, "device": str(device),
                 "amp": str(trainer.amp_dtype), "samples_per_s": round(result.samples_per_s, 3),
                 "elapsed_s": round(elapsed, 3), "final": result.history[-1] if result.history else {},
                 "rank_weight_digests": result.digests, "ranks_in_sync": len(set(result.digests)) == 1,
@@ -241,6 +251,17 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False, body: Any = None,
     finally:
         if env.created and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _time_fraction(t0: float, limit_s: float, device: torch.device, world_size: int) -> float:
+    """Used fraction of the time limit since `t0` (perf_counter); under DDP the largest over ranks, so every
+    rank follows the same schedule and stops at the same step."""
+    frac = (time.perf_counter() - t0) / limit_s
+    if world_size > 1:
+        t = torch.tensor([frac], dtype=torch.float64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        frac = float(t.item())
+    return frac
 
 
 def init_weights(trainer: Any, cfg: TrainConfig, path: Path) -> None:
@@ -336,7 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
         last = result.history[-1] if result.history else {}
-        print(f"done: steps {result.start_step}->{cfg.run.steps}, {result.samples_per_s:.1f} samples/s, "
+        why = f" (stopped early: {result.stopped})" if result.stopped else ""
+        print(f"done: steps {result.start_step}->{result.end_step}{why}, {result.samples_per_s:.1f} samples/s, "
               f"final loss {last.get('loss', float('nan')):.4f}, state {result.checkpoint}")
     return 0
 
