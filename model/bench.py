@@ -1,9 +1,12 @@
-"""CPU benchmark per preset: parameters, fp32 weight size, GFLOPs and forward latency (markdown table).
+"""Benchmark per preset: parameters, fp32 weight size, GFLOPs and forward latency (markdown table).
 
-    python -m model.bench                       # all presets, body model from DEFAULT_BODY_PATH
+    python -m model.bench                       # all presets on the CPU, body model from DEFAULT_BODY_PATH
     python -m model.bench --body toy.npz --presets lite --threads 2 --runs 50
+    python -m model.bench --device cuda --dtype fp16 --batch 1 8   # GPU, autocast fp16, two batch sizes
 
-Random weights, batch 1, both streams on, eval mode, torch.inference_mode. FLOPs are counted with
+Random weights, both streams on, eval mode, torch.inference_mode; batch 1 unless --batch. On CUDA each timed
+forward is bracketed by torch.cuda.synchronize (wall clock of the whole forward, kernel launches included);
+--dtype fp16/bf16 runs the forward under torch.autocast (weights stay fp32, as in training). FLOPs are counted with
 torch.utils.flop_counter (convolutions and matrix products; 1 multiply-add = 2 FLOPs) for the whole
 forward, SMPL layer included. "weights" counts the network's parameters and its own buffers (BatchNorm
 statistics, mean parameters) in fp32, not the body model's buffers (those ship with the body file).
@@ -49,38 +52,52 @@ def count_gflops(net: FuseMesh, inputs: tuple[torch.Tensor, ...]) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def latency_ms(net: FuseMesh, inputs: tuple[torch.Tensor, ...], runs: int, warmup: int) -> list[float]:
-    """Wall-clock milliseconds of `runs` forwards after `warmup` untimed ones."""
+DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def latency_ms(net: FuseMesh, inputs: tuple[torch.Tensor, ...], runs: int, warmup: int,
+               autocast: torch.dtype | None = None) -> list[float]:
+    """Wall-clock milliseconds of `runs` forwards after `warmup` untimed ones (on CUDA: synchronised, so
+    each number covers the forward's kernels, not just their launch). `autocast`: None (fp32) or a dtype."""
+    device = inputs[0].device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = []
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(device.type, dtype=autocast or torch.float32,
+                                                enabled=autocast is not None):
         for i in range(warmup + runs):
+            sync()
             t0 = time.perf_counter()
             net(*inputs)
+            sync()
             if i >= warmup:
                 times.append(1000.0 * (time.perf_counter() - t0))
     return times
 
 
-def bench_preset(cfg: ModelConfig, body: torch.nn.Module, runs: int, warmup: int) -> dict[str, float | str]:
-    """One table row for `cfg`."""
-    net = build_fusemesh(cfg, body).eval()
-    inputs = example_inputs(cfg.input_size)
+def bench_preset(cfg: ModelConfig, body: torch.nn.Module, runs: int, warmup: int, device: str = "cpu",
+                 dtype: str = "fp32", batch: int = 1) -> dict[str, float | str]:
+    """One table row for `cfg` on `device` ('cpu' / 'cuda'), `dtype` (DTYPES key), `batch` frames per forward."""
+    net = build_fusemesh(cfg, body).eval().to(device)  # moves the shared `body` too: keep everything on `device`
+    inputs = tuple(t.to(device) for t in example_inputs(cfg.input_size, batch))
     params, mb = weight_stats(net)
-    times = latency_ms(net, inputs, runs, warmup)
+    gflops = count_gflops(net, inputs) / batch
+    times = latency_ms(net, inputs, runs, warmup, DTYPES[dtype])
     p50 = statistics.median(times)
-    return {"preset": cfg.name, "input": f"{cfg.input_size}²",
+    return {"preset": cfg.name, "input": f"{cfg.input_size}²", "device": device, "dtype": dtype, "batch": batch,
             "encoders": f"{cfg.rgb_encoder.arch}/{cfg.rgb_encoder.width} + {cfg.depth_encoder.arch}/{cfg.depth_encoder.width}",
             "fusion": "/".join(map(str, cfg.fusion.hidden)), "params_m": params / 1e6, "weights_mb": mb,
-            "gflops": count_gflops(net, inputs), "p50_ms": p50, "min_ms": min(times), "fps": 1000.0 / p50}
+            "gflops": gflops, "p50_ms": p50, "min_ms": min(times), "fps": 1000.0 * batch / p50}
 
 
 def markdown_table(rows: Sequence[dict[str, float | str]]) -> str:
+    """Rows of `bench_preset` as a markdown table (GFLOPs per frame; p50/min per forward of `batch` frames)."""
     head = ("| preset | input | encoders (RGB + depth, arch/width) | fusion | params (M) | weights fp32 (MB) "
-            "| GFLOPs | CPU p50 (ms) | CPU min (ms) | fps at p50 |")
+            "| GFLOPs | device | dtype | batch | p50 (ms) | min (ms) | frames/s at p50 |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(f"| {r['preset']} | {r['input']} | {r['encoders']} | {r['fusion']} | {r['params_m']:.2f} | "
-                     f"{r['weights_mb']:.1f} | {r['gflops']:.2f} | {r['p50_ms']:.1f} | {r['min_ms']:.1f} | {r['fps']:.0f} |")
+                     f"{r['weights_mb']:.1f} | {r['gflops']:.2f} | {r['device']} | {r['dtype']} | {r['batch']} | "
+                     f"{r['p50_ms']:.2f} | {r['min_ms']:.2f} | {r['fps']:.0f} |")
     return "\n".join(lines)
 
 
@@ -93,7 +110,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--dtype", nargs="+", choices=sorted(DTYPES), default=["fp32"],
+                    help="fp32, or autocast fp16 / bf16 (several: one row each)")
+    ap.add_argument("--batch", type=int, nargs="+", default=[1], help="frames per forward (several: one row each)")
     args = ap.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda, but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    if args.device == "cpu" and any(d == "fp16" for d in args.dtype):
+        print("error: fp16 autocast is a CUDA mode; on the CPU use fp32 or bf16", file=sys.stderr)
+        return 2
     try:
         cfgs = [preset(p) for p in args.presets]
         body = BodyModel.from_file(args.body).eval()
@@ -101,9 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    rows = [bench_preset(cfg, body, args.runs, args.warmup) for cfg in cfgs]
-    print(f"body: {args.body.name} ({body.num_vertices} vertices); batch 1; {args.threads} threads; "
-          f"torch {torch.__version__}; {args.runs} runs\n")
+    rows = [bench_preset(cfg, body, args.runs, args.warmup, args.device, dt, b)
+            for cfg in cfgs for dt in args.dtype for b in args.batch]
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{args.threads} CPU threads"
+    print(f"body: {args.body.name} ({body.num_vertices} vertices); {where}; torch {torch.__version__}; "
+          f"{args.runs} runs after {args.warmup} warm-up\n")
     print(markdown_table(rows))
     return 0
 
