@@ -26,12 +26,27 @@ Threads and ownership (habit 8):
 - the GUI loop never blocks on the producer: it polls, renders, pumps Qt, and sleeps briefly when idle.
 Rendering: the window needs a display. Tests and screenshots use `ViewerConfig(visible=False)`,
 which Open3D renders through EGL; the plots need `QT_QPA_PLATFORM=offscreen` then.
+
+Ctrl-C: while `run()` loops (main thread), SIGINT only sets a flag; the loop sees it at its next
+iteration, closes the windows in order and `run()` raises KeyboardInterrupt, so the caller ends as on
+any Ctrl-C (`python -m app`: outputs finished, exit code 130). No KeyboardInterrupt is raised in Python
+code that Qt or Open3D call back from C++ (pyqtgraph's paint methods catch and print every exception, so
+one raised there would be lost). A second Ctrl-C more than `CTRL_C_GRACE_S` later raises at once (a
+stuck loop).
+A SIGINT that is ignored (a background job) or has a custom handler is left alone.
+
+PySide6 / shiboken6 6.12.0 on CPython 3.11 took a reference from None on every Qt call returning None
+(~1000 a second with the plots): "Fatal Python error: none_dealloc" after about a minute, or at exit
+(issue #8). requirements.txt pins 6.11.3, which does not; tests/test_app_viewer.py checks it. The open
+window is released in `close()` (window, then the visualizer holding the key callbacks), never left to
+interpreter finalisation.
 """
 from __future__ import annotations
 
 import logging
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -46,7 +61,7 @@ from app.results import FrameResult, InputMode
 from app.scene3d import GEOMETRY_NAMES, Scene3D, SceneConfig, SensorView, sensor_view
 
 __all__ = ["KeyBinding", "KEY_BINDINGS", "KEY_ACTIONS", "ViewerConfig", "ViewerStats", "ResultFeed", "Viewer",
-           "run_viewer", "help_text"]
+           "run_viewer", "help_text", "CTRL_C_GRACE_S"]
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +283,40 @@ class ResultFeed:
                             self.join_timeout_s)
 
 
+CTRL_C_GRACE_S = 2.0
+"""A second Ctrl-C this long after the first, with the loop still running, raises KeyboardInterrupt at once."""
+
+class _CtrlCQuits:
+    """While active on the main thread, SIGINT asks the viewer loop to end (`requested`) instead of raising
+    wherever the main thread is (often inside Qt or Open3D C++). See the module docstring."""
+
+    def __init__(self) -> None:
+        self.requested_at: Optional[float] = None
+        self._previous: Any = None
+
+    @property
+    def requested(self) -> bool:
+        return self.requested_at is not None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        if self.requested_at is None:
+            self.requested_at = now
+        elif now - self.requested_at > CTRL_C_GRACE_S:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> "_CtrlCQuits":
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
 def _display_problem() -> Optional[str]:
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return "no display for the viewer window (DISPLAY / WAYLAND_DISPLAY unset); use --headless --out DIR"
@@ -304,6 +353,7 @@ class Viewer:
         self._pending: list[str] = []
         self._view_rig_camera = None
         self._recorder: Any = None
+        self._ctrl_c: Optional[_CtrlCQuits] = None
         self._next_refresh = 0.0
         self._render_ms: Optional[float] = None
         self.plots = None
@@ -390,6 +440,9 @@ class Viewer:
         `close_at_end`)."""
         if self._closed:
             return False
+        if self._ctrl_c is not None and self._ctrl_c.requested:
+            self._quit = True
+            return False
         busy = False
         item = self.feed.poll()
         if item is not None:
@@ -436,12 +489,18 @@ class Viewer:
         return not self._quit
 
     def run(self) -> ViewerStats:
-        """Loop until quit, then close (also on Ctrl-C or an exception, which propagates)."""
-        try:
-            while self.step():
-                pass
-        finally:
-            self.close()
+        """Loop until quit, then close (also on Ctrl-C or an exception, which propagates). Ctrl-C ends the
+        loop at its next iteration; after the windows are closed it is raised as KeyboardInterrupt."""
+        with _CtrlCQuits() as ctrl_c:
+            self._ctrl_c = ctrl_c
+            try:
+                while self.step():
+                    pass
+            finally:
+                self._ctrl_c = None
+                self.close()
+        if ctrl_c.requested:
+            raise KeyboardInterrupt
         return self.stats
 
     def status_text(self) -> str:
@@ -522,8 +581,9 @@ class Viewer:
         self._recorder.write(np.ascontiguousarray(img))
 
     def close(self) -> None:
-        """Stop the feed, close the plots (before exit: PySide6), release the recorder and the window.
-        Idempotent."""
+        """Stop the feed, close the plots (before exit: PySide6), release the recorder, destroy the window
+        and drop the visualizer (and with it the key callbacks, which hold this viewer) now rather than
+        at interpreter exit. Idempotent; `vis` is None afterwards."""
         if self._closed:
             return
         self._closed = True
@@ -534,7 +594,9 @@ class Viewer:
         if self.plots is not None:
             self.plots.close()
         if self.vis is not None:
-            self.vis.destroy_window()
+            vis, self.vis = self.vis, None
+            vis.destroy_window()
+            del vis  # the last reference: Open3D frees the visualizer and its Python callbacks here
 
     def __enter__(self) -> "Viewer":
         return self

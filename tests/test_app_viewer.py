@@ -662,6 +662,134 @@ def test_window_viewer_runs_under_xvfb(tmp_path):
     assert not any(got["hidden"])  # and gone after M
 
 
+# ---------------------------------------------------------------------------------------- Ctrl-C, exit (issue #8)
+def test_ctrl_c_ends_the_loop_then_raises_keyboard_interrupt(person, tmp_path):
+    import signal
+    import threading
+
+    from app.viewer import CTRL_C_GRACE_S
+
+    def endless():
+        i = 0
+        while True:
+            yield make_frame(person, i), make_result(person, i)
+            i += 1
+
+    viewer = Viewer(endless(), person.faces, SMPL_PARENTS, show_plots=False,
+                    config=_viewer_config(tmp_path, every_result=False, close_at_end=False, idle_sleep_s=0.005))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a foreground `python -m app`
+    try:
+        timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            viewer.run()
+        elapsed = time.monotonic() - t0
+        timer.join()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the viewer's handler is gone
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert 0.9 < elapsed < 1.0 + CTRL_C_GRACE_S  # ended by the Ctrl-C, at the loop's next iteration
+    assert viewer.stats.shown > 0 and viewer.vis is None and not viewer.step()  # window closed and released
+
+
+_VOID_QT_CALLS = """
+import os, sys
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+from PySide6.QtCore import QObject
+obj = QObject()
+before = sys.getrefcount(None)
+for _ in range(before + 20000):  # more void Qt calls than None had references at the start
+    obj.setObjectName("fusemesh")
+print(sys.getrefcount(None) - before, flush=True)
+"""
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="None is immortal on CPython >= 3.12")
+def test_void_qt_calls_leave_the_reference_count_of_none_alone():
+    """PySide6 6.12.0 took one reference from None per call (none_dealloc mid-run or at exit, issue #8)."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    r = subprocess.run([sys.executable, "-c", _VOID_QT_CALLS], capture_output=True, text=True, timeout=120,
+                       cwd=Path(__file__).resolve().parents[1], env=env)
+    assert "Fatal Python error" not in r.stderr, r.stderr[-1500:]
+    assert r.returncode == 0 and abs(int(r.stdout.split()[-1])) < 100, (r.stdout, r.stderr[-1500:])
+
+
+@pytest.fixture
+def xvfb_display():
+    """A private Xvfb server (it picks a free display number itself); skips when Xvfb is not installed."""
+    import shutil
+    import subprocess
+
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (apt package xvfb): the window test needs an X server")
+    read_fd, write_fd = os.pipe()
+    server = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x1024x24", "-nolisten",
+                               "tcp"], pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write_fd)
+    try:
+        number = b""
+        with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+            while not number.endswith(b"\n"):
+                chunk = pipe.read(16)
+                if not chunk:
+                    pytest.skip("Xvfb did not start")
+                number += chunk
+        yield f":{number.decode().strip()}"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+# `python -m app`, with Ctrl-C delivered even when pytest itself runs as a background job (SIGINT ignored)
+_APP_WITH_CTRL_C = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                    "runpy.run_module('app', run_name='__main__', alter_sys=True)")
+WINDOW_UP_S = 40.0  # PySide6 6.12 drained None in ~30 s of window time: the unfixed app aborted at exit
+
+
+@pytest.mark.slow  # the session's lite export, then ~45 s of window time
+def test_ctrl_c_in_the_window_exits_130_with_complete_outputs(xvfb_display, lite_model, tmp_path):
+    import signal
+    import subprocess
+
+    from app.cli import DEMO_RECORDING, EXIT_INTERRUPTED
+
+    frames = 57  # assets/demo/demo.mkv (its README)
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k not in ("WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    env.update(DISPLAY=xvfb_display, XDG_RUNTIME_DIR=str(tmp_path), OMP_NUM_THREADS="1")
+    command = [sys.executable, "-c", _APP_WITH_CTRL_C, "--source", str(DEMO_RECORDING), "--model", str(lite_model),
+               "--threads", "1", "--out", str(out)]
+    app = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    t0 = time.monotonic()
+    try:
+        jsonl = out / "frames.jsonl"
+        while time.monotonic() - t0 < 180 and app.poll() is None:  # the whole clip, then the window stays up
+            if jsonl.is_file() and len(jsonl.read_bytes().splitlines()) >= frames \
+                    and time.monotonic() - t0 >= WINDOW_UP_S:
+                break
+            time.sleep(0.2)
+        assert app.poll() is None, app.communicate()[1][-2000:]  # still running: the window waits for the user
+        app.send_signal(signal.SIGINT)
+        _, err = app.communicate(timeout=60)
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.communicate()
+    assert "Fatal Python error" not in err, err[-2000:]
+    assert app.returncode == EXIT_INTERRUPTED, err[-2000:]
+    assert f"fusemesh: {frames} frames, {frames} with a body" in err and "fusemesh: interrupted" in err
+    assert f"fusemesh: recording stopped: {frames} frames in {out}" in err
+    # complete outputs: every frame in each file, the files finished (not the last periodic rewrite)
+    assert len(jsonl.read_bytes().splitlines()) == frames
+    with np.load(out / "results.npz", allow_pickle=False) as z:
+        assert z["frame_ids"].tolist() == list(range(frames)) and z["valid"].all()
+    assert f"Frames: {frames}" in (out / "motion.bvh").read_text().splitlines()
+
+
 # ---------------------------------------------------------------------------------------- docs/app.png
 def _orbit(center: np.ndarray, yaw_deg: float, pitch_deg: float, distance: float) -> np.ndarray:
     """4x4 depth camera frame -> a camera on a sphere around `center` looking at it (OpenCV axes)."""
