@@ -11,20 +11,27 @@ then `app.outputs.OutputWriter` (frames.jsonl, results.npz, motion.bvh), into a 
 Replays deliver every frame (backpressure, deterministic) unless --realtime (paced by the recording's
 timestamps, late frames dropped and counted).
 
+Queues are bounded exactly as in the app: the capture thread's one-slot mailbox, then the worker's result
+queue of `app.worker.RESULTS_MAXSIZE` (its stop-safe blocking put). A consumer (overlay + outputs) slower
+than the worker fills that queue, the worker then waits, and the wait reaches the capture thread: memory
+stays bounded and the clip runs at the consumer's pace. Every frame is accounted for: consumed, dropped
+by real-time pacing or a latest-frame-wins mailbox (`dropped`), or discarded because the pass stopped
+early (--max-frames) while results were queued (`discarded`); with backpressure nothing is dropped, and
+end-to-end latency then includes at most a full queue of waiting (it no longer grows along the clip).
+
 Each configuration runs the whole clip once per --repeat, in ABBA order (cold, warm, warm, cold, ...) so
 that a change in machine load, and whatever the first pass pays (file cache), hits both alike:
-cold = `WorkerConfig(warm_start=False)`, every frame starts from the model's mean; warm = starts from the previous frame's estimate while the track
-continues (needs a model exported with warm-start inputs). Printed, side by side:
+cold = `WorkerConfig(warm_start=False)`, every frame starts from the model's mean; warm = starts from the
+previous frame's estimate while the track continues (needs a model exported with warm-start inputs).
+Printed, side by side:
 - fps: frames processed / wall time from starting the threads to the last frame consumed;
 - per-stage p50 / p90 ms over frames (capture = the worker's wait for a frame, decode = MJPEG decode in
   the source, align, crop, infer, post, render = overlay drawing + video write on the consumer);
 - latency to result p50 / p90: from the source starting to read the frame (`RgbdFrame.host_time_s`) to
   the worker handing its result on (includes waiting in the one-slot mailbox while the worker is busy);
-- end-to-end latency p50 / p90: from the same start to the frame's outputs written. The worker's result
-  queue is unbounded (as in `python -m app --headless`), so when the consumer (overlay + outputs) is
-  slower than the worker, results wait there and this latency grows along the clip: then it measures
-  the backlog, and "latency to result" is the pipeline's own;
-- frames with a body, warm-started frames, dropped frames; the mean distance between the warm and the
+- end-to-end latency p50 / p90: from the same start to the frame's outputs written;
+- frames with a body, warm-started frames, dropped frames, and the result backlog (the most results seen
+  waiting for the consumer, out of the bound); the mean distance between the warm and the
   cold run's joints (mm); with a ground-truth sidecar (`clip.gt.npz`, written by training.synth) MPJPE
   and PA-MPJPE of the placed joints (mm, depth camera frame). With random weights only the timings
   mean anything (the script says so).
@@ -44,7 +51,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -58,7 +65,10 @@ log = logging.getLogger(__name__)
 @dataclass
 class ReplayRun:
     """One pass over the clip. timings: {stage: per-frame ms (frames where it ran)}; latency_ms: per-frame
-    end-to-end; joints: {frame index in the clip: (24, 3) m, depth camera frame} of frames with a body."""
+    end-to-end; joints: {frame index in the clip: (24, 3) m, depth camera frame} of frames with a body.
+    frames: results consumed; dropped: frames skipped by real-time pacing or replaced in the capture
+    mailbox; discarded: results the worker computed but the pass did not consume (stopped early);
+    max_backlog: the most results seen waiting in the worker's result queue (at most `queue_bound`)."""
 
     label: str
     warm_start: bool
@@ -66,6 +76,9 @@ class ReplayRun:
     bodies: int = 0
     warm_frames: int = 0
     dropped: int = 0
+    discarded: int = 0
+    max_backlog: int = 0
+    queue_bound: int = 0
     wall_s: float = 0.0
     timings: dict[str, list[float]] = field(default_factory=dict)
     latency_ms: list[float] = field(default_factory=list)
@@ -83,6 +96,9 @@ class ReplayRun:
         self.bodies += other.bodies
         self.warm_frames += other.warm_frames
         self.dropped += other.dropped
+        self.discarded += other.discarded
+        self.max_backlog = max(self.max_backlog, other.max_backlog)
+        self.queue_bound = max(self.queue_bound, other.queue_bound)
         self.wall_s += other.wall_s
         for k, v in other.timings.items():
             self.timings.setdefault(k, []).extend(v)
@@ -114,20 +130,29 @@ def pa_mpjpe_mm(pred: np.ndarray, gt: np.ndarray) -> float:
 
 def run_replay(spec: str | Path, session: Any, *, warm_start: bool, out_dir: str | Path, overlay: bool = True,
                realtime: bool = False, max_frames: Optional[int] = None, calibration: Optional[str] = None,
-               label: str = "", timeout_s: float = 120.0) -> ReplayRun:
-    """One pass: source `spec` -> capture thread -> worker (`session`) -> overlay + outputs in `out_dir`."""
+               label: str = "", timeout_s: float = 120.0, results_maxsize: Optional[int] = None,
+               on_frame: Optional[Callable[[Any, Any], None]] = None) -> ReplayRun:
+    """One pass: source `spec` -> capture thread -> worker (`session`) -> overlay + outputs in `out_dir`.
+
+    results_maxsize: bound of the worker's result queue (None: `app.worker.RESULTS_MAXSIZE`, the app's);
+    on_frame(frame, result): called on this (the consumer's) thread after each frame's outputs are
+    written, as part of the consumer (a display; tests use it as a deliberately slow consumer).
+    """
     from app.capture_thread import CaptureThread
     from app.outputs import SMPL_PARENTS, OutputWriter
     from app.sources import open_source
-    from app.worker import InferenceWorker, WorkerConfig
+    from app.worker import RESULTS_MAXSIZE, InferenceWorker, WorkerConfig
 
+    bound = RESULTS_MAXSIZE if results_maxsize is None else int(results_maxsize)
+    if bound < 1:
+        raise ValueError(f"results_maxsize must be >= 1 (a bounded queue), got {results_maxsize!r}")
     options: dict[str, Any] = {}
     if calibration:
         options["calibration"] = calibration
     if Path(str(spec)).suffix.lower() == ".mkv":
         options["realtime"] = realtime
     source = open_source(spec, **options)
-    run = ReplayRun(label or ("warm" if warm_start else "cold"), warm_start)
+    run = ReplayRun(label or ("warm" if warm_start else "cold"), warm_start, queue_bound=bound)
     out_dir = Path(out_dir)
     faces = session.contract.faces()
     renderer = None
@@ -140,7 +165,9 @@ def run_replay(spec: str | Path, session: Any, *, warm_start: bool, out_dir: str
             renderer = HeadlessRenderer(out_dir, faces, SMPL_PARENTS, fps=float(getattr(source, "fps", 30) or 30))
         capture = CaptureThread(source)
         posted: dict[int, float] = {}  # id(result) -> when the worker handed it on (inference thread)
-        worker = InferenceWorker(session, capture, config=WorkerConfig(warm_start=warm_start), results=queue.Queue(),
+        # bounded as in the app (app.cli): a slow consumer makes the worker wait instead of piling up frames
+        worker = InferenceWorker(session, capture, config=WorkerConfig(warm_start=warm_start),
+                                 results=queue.Queue(maxsize=bound),
                                  on_result=lambda frame, result: posted.__setitem__(id(result), time.perf_counter()))
         worker.prepare(source.rig)
         t0 = time.perf_counter()
@@ -148,6 +175,7 @@ def run_replay(spec: str | Path, session: Any, *, warm_start: bool, out_dir: str
         worker.start()
         t_end = t0
         while True:
+            run.max_backlog = max(run.max_backlog, worker.results.qsize())
             item = worker.results.get(timeout=timeout_s)
             if item is None:
                 break
@@ -159,6 +187,8 @@ def run_replay(spec: str | Path, session: Any, *, warm_start: bool, out_dir: str
                 renderer.add(frame, result)
                 result.timings_ms["render"] = (time.perf_counter() - t) * 1e3
             writer.write(result)
+            if on_frame is not None:
+                on_frame(frame, result)
             t_end = time.perf_counter()
             run.latency_ms.append((t_end - frame.host_time_s) * 1e3)
             run.result_latency_ms.append((posted.pop(id(result), t_end) - frame.host_time_s) * 1e3)
@@ -171,7 +201,6 @@ def run_replay(spec: str | Path, session: Any, *, warm_start: bool, out_dir: str
                 run.joints[index] = np.asarray(result.body.joints, np.float64)
                 run.timestamps[index] = int(result.timestamp_usec)
             run.warm_frames += bool(result.warm_start)
-            run.dropped = int(result.dropped_frames) + int(getattr(source, "dropped", 0) or 0)
             if max_frames is not None and run.frames >= max_frames:
                 break
         run.wall_s = t_end - t0
@@ -180,11 +209,15 @@ def run_replay(spec: str | Path, session: Any, *, warm_start: bool, out_dir: str
             capture.stop()
         if worker is not None:
             worker.stop()
+            # results computed but never consumed (an early stop): counted, not silently lost
+            run.discarded = max(0, worker.frames_processed - run.frames)
         if capture is None:
             source.close()
         if renderer is not None:
             renderer.close()
         writer.close()
+    # after the threads ended, so that drops after the last consumed frame count too
+    run.dropped = int(capture.mailbox.dropped) + int(getattr(source, "dropped", 0) or 0)
     return run
 
 
@@ -326,7 +359,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print()
         for r in ordered:
             print(f"- {r.label}: {r.frames} frames, {r.bodies} with a body, {r.warm_frames} warm-started, "
-                  f"{r.dropped} dropped, {r.wall_s:.1f} s")
+                  f"{r.dropped} dropped, {r.discarded} discarded, result backlog at most {r.max_backlog} "
+                  f"(bound {r.queue_bound}), {r.wall_s:.1f} s")
         if len(ordered) == 2:
             common = sorted(set(ordered[0].joints) & set(ordered[1].joints))
             if common:

@@ -7,6 +7,7 @@ the session's random-weight lite export (tests/conftest.py).
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -55,18 +56,42 @@ def test_table_has_one_column_pair_per_run():
     assert lines[-1] == "| end-to-end latency ms | 150.0 | 190.0 | 50.0 | 50.0 |"
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
+def test_merge_pools_the_queue_counters():
+    a = ReplayRun("cold", False, frames=5, dropped=1, discarded=2, max_backlog=3, queue_bound=4, wall_s=1.0)
+    a.merge(ReplayRun("cold", False, frames=7, dropped=0, discarded=1, max_backlog=4, queue_bound=4, wall_s=2.0))
+    assert (a.frames, a.dropped, a.discarded, a.max_backlog, a.queue_bound) == (12, 1, 3, 4, 4)
+    assert a.fps == pytest.approx(4.0)
+
+
+def test_an_unbounded_result_queue_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"results_maxsize must be >= 1 \(a bounded queue\), got 0"):
+        run_replay(tmp_path / "never_opened.mkv", None, warm_start=False, out_dir=tmp_path, results_maxsize=0)
+    assert not any(tmp_path.iterdir())  # refused before opening the source or the outputs
+
+
+def _record(path: Path, frames: int) -> Path:
     from tests.test_app_worker import COLOR, TABLE, person, render
     from training.synth.k4a_writer import K4ARecordingConfig, K4ARecordingWriter
 
-    path = tmp_path_factory.mktemp("clip") / "boxes.mkv"
     config = K4ARecordingConfig(color_format="MJPG", color_resolution="720P", depth_mode="NFOV_2X2BINNED", fps=15)
     with K4ARecordingWriter(path, config, CALIBRATION.read_bytes()) as writer:
-        for i in range(N):
+        for i in range(frames):
             depth, _ = render([person(0.3 + 0.02 * i, 3.0), TABLE])
             writer.write(1_000_000 + i * 66_667, color=COLOR, depth=depth)
     return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return _record(tmp_path_factory.mktemp("clip") / "boxes.mkv", N)
+
+
+LONG = 12
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> Path:
+    return _record(tmp_path_factory.mktemp("clip") / "boxes_long.mkv", LONG)
 
 
 @pytest.mark.slow  # needs the session's lite export (~30 s CPU, once per session)
@@ -95,5 +120,45 @@ def test_one_pass_each_way_through_the_real_pipeline(clip, lite_model, tmp_path,
     assert main(["--source", str(clip), "--model", str(lite_model), "--no-overlay", "--max-frames", "3"]) == 0
     out = capsys.readouterr().out
     assert "| | cold p50 | cold p90 | warm p50 | warm p90 |" in out and "| render ms | n/a | n/a | n/a | n/a |" in out
-    assert "- warm: 3 frames, 3 with a body, 2 warm-started, 0 dropped" in out
+    assert "- warm: 3 frames, 3 with a body, 2 warm-started, 0 dropped, " in out
+    assert "result backlog at most " in out and "(bound 4)" in out
     assert "random weights: only the timings mean anything" in out
+
+
+@pytest.mark.slow  # the session's lite export; three passes of a 12-frame clip with a 0.3 s/frame consumer
+def test_a_slow_consumer_gets_a_bounded_queue_and_every_frame_is_accounted_for(long_clip, lite_model, tmp_path):
+    from app.runtime import InferenceSession
+    from app.worker import RESULTS_MAXSIZE
+
+    session = InferenceSession(lite_model, providers=("cpu",), cpu_threads=1)
+    consumed: list[int] = []
+
+    def slow_consumer(frame, result):  # drawing / writing much slower than inference (~0.1 s per frame)
+        consumed.append(result.frame_id)
+        time.sleep(0.3)
+
+    # every frame (backpressure): the worker runs ahead until the queue is full, then waits; nothing dropped
+    r = run_replay(long_clip, session, warm_start=False, out_dir=tmp_path / "every", overlay=False,
+                   on_frame=slow_consumer)
+    assert r.queue_bound == RESULTS_MAXSIZE == 4
+    assert r.max_backlog == RESULTS_MAXSIZE  # full, never more (unbounded: all LONG results + the end marker)
+    assert (r.frames, r.dropped, r.discarded) == (LONG, 0, 0)
+    assert consumed == list(range(LONG))  # in order, none lost
+    with np.load(tmp_path / "every" / "results.npz") as z:
+        assert z["frame_ids"].tolist() == list(range(LONG))
+
+    # real-time pacing: late frames are skipped at the source and counted; consumed + dropped = the clip
+    consumed.clear()
+    rt = run_replay(long_clip, session, warm_start=False, out_dir=tmp_path / "realtime", overlay=False,
+                    realtime=True, on_frame=slow_consumer)
+    assert rt.max_backlog <= RESULTS_MAXSIZE and rt.discarded == 0
+    assert rt.frames + rt.dropped == LONG and rt.dropped > 0 and rt.frames == len(consumed) >= 1
+    assert consumed == sorted(consumed)
+
+    # stopping early: what the worker had computed but nobody consumed is counted as discarded
+    consumed.clear()
+    early = run_replay(long_clip, session, warm_start=False, out_dir=tmp_path / "early", overlay=False,
+                       max_frames=3, on_frame=slow_consumer)
+    assert (early.frames, early.dropped) == (3, 0) and consumed == [0, 1, 2]
+    assert 1 <= early.discarded <= RESULTS_MAXSIZE + 1  # the full queue (and the result in the worker's hand)
+    assert early.frames + early.discarded <= LONG
