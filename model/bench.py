@@ -3,6 +3,7 @@
     python -m model.bench                       # all presets on the CPU, body model from DEFAULT_BODY_PATH
     python -m model.bench --body toy.npz --presets lite --threads 2 --runs 50
     python -m model.bench --device cuda --dtype fp16 --batch 1 8   # GPU, autocast fp16, two batch sizes
+    python -m model.bench --device cuda --cuda-graphs              # + each row replayed as a CUDA graph
 
 Random weights, both streams on, eval mode, torch.inference_mode; batch 1 unless --batch. On CUDA each timed
 forward is bracketed by torch.cuda.synchronize (wall clock of the whole forward, kernel launches included);
@@ -56,18 +57,34 @@ DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def latency_ms(net: FuseMesh, inputs: tuple[torch.Tensor, ...], runs: int, warmup: int,
-               autocast: torch.dtype | None = None) -> list[float]:
+               autocast: torch.dtype | None = None, cuda_graph: bool = False) -> list[float]:
     """Wall-clock milliseconds of `runs` forwards after `warmup` untimed ones (on CUDA: synchronised, so
-    each number covers the forward's kernels, not just their launch). `autocast`: None (fp32) or a dtype."""
+    each number covers the forward's kernels, not just their launch). `autocast`: None (fp32) or a dtype.
+    cuda_graph: capture one forward as a CUDA graph after the warm-up and time its replays (the inputs
+    are the graph's static buffers): what a serving loop pays once Python's kernel launches are gone."""
     device = inputs[0].device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = []
     with torch.inference_mode(), torch.autocast(device.type, dtype=autocast or torch.float32,
                                                 enabled=autocast is not None):
+        forward = lambda: net(*inputs)  # noqa: E731
+        if cuda_graph:
+            if device.type != "cuda":
+                raise ValueError("cuda_graph needs CUDA inputs")
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(max(3, warmup)):
+                    net(*inputs)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                net(*inputs)
+            forward, warmup = graph.replay, 3
         for i in range(warmup + runs):
             sync()
             t0 = time.perf_counter()
-            net(*inputs)
+            forward()
             sync()
             if i >= warmup:
                 times.append(1000.0 * (time.perf_counter() - t0))
@@ -75,15 +92,17 @@ def latency_ms(net: FuseMesh, inputs: tuple[torch.Tensor, ...], runs: int, warmu
 
 
 def bench_preset(cfg: ModelConfig, body: torch.nn.Module, runs: int, warmup: int, device: str = "cpu",
-                 dtype: str = "fp32", batch: int = 1) -> dict[str, float | str]:
-    """One table row for `cfg` on `device` ('cpu' / 'cuda'), `dtype` (DTYPES key), `batch` frames per forward."""
+                 dtype: str = "fp32", batch: int = 1, cuda_graph: bool = False) -> dict[str, float | str]:
+    """One table row for `cfg` on `device` ('cpu' / 'cuda'), `dtype` (DTYPES key), `batch` frames per forward,
+    eager or replayed as a CUDA graph."""
     net = build_fusemesh(cfg, body).eval().to(device)  # moves the shared `body` too: keep everything on `device`
     inputs = tuple(t.to(device) for t in example_inputs(cfg.input_size, batch))
     params, mb = weight_stats(net)
     gflops = count_gflops(net, inputs) / batch
-    times = latency_ms(net, inputs, runs, warmup, DTYPES[dtype])
+    times = latency_ms(net, inputs, runs, warmup, DTYPES[dtype], cuda_graph)
     p50 = statistics.median(times)
-    return {"preset": cfg.name, "input": f"{cfg.input_size}²", "device": device, "dtype": dtype, "batch": batch,
+    return {"preset": cfg.name, "input": f"{cfg.input_size}²", "device": device + (" graph" if cuda_graph else ""),
+            "dtype": dtype, "batch": batch,
             "encoders": f"{cfg.rgb_encoder.arch}/{cfg.rgb_encoder.width} + {cfg.depth_encoder.arch}/{cfg.depth_encoder.width}",
             "fusion": "/".join(map(str, cfg.fusion.hidden)), "params_m": params / 1e6, "weights_mb": mb,
             "gflops": gflops, "p50_ms": p50, "min_ms": min(times), "fps": 1000.0 * batch / p50}
@@ -114,12 +133,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--dtype", nargs="+", choices=sorted(DTYPES), default=["fp32"],
                     help="fp32, or autocast fp16 / bf16 (several: one row each)")
     ap.add_argument("--batch", type=int, nargs="+", default=[1], help="frames per forward (several: one row each)")
+    ap.add_argument("--cuda-graphs", action="store_true", help="on CUDA, also time each row replayed as a CUDA graph")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda, but torch sees no CUDA device", file=sys.stderr)
         return 2
     if args.device == "cpu" and any(d == "fp16" for d in args.dtype):
         print("error: fp16 autocast is a CUDA mode; on the CPU use fp32 or bf16", file=sys.stderr)
+        return 2
+    if args.cuda_graphs and args.device != "cuda":
+        print("error: --cuda-graphs needs --device cuda", file=sys.stderr)
         return 2
     try:
         cfgs = [preset(p) for p in args.presets]
@@ -128,8 +151,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    rows = [bench_preset(cfg, body, args.runs, args.warmup, args.device, dt, b)
-            for cfg in cfgs for dt in args.dtype for b in args.batch]
+    graphs = (False, True) if args.cuda_graphs else (False,)
+    rows = []
+    for cfg in cfgs:
+        for dt in args.dtype:
+            for b in args.batch:
+                for g in graphs:
+                    try:
+                        rows.append(bench_preset(cfg, body, args.runs, args.warmup, args.device, dt, b, g))
+                    except RuntimeError as e:  # e.g. an op that cannot be captured in a CUDA graph
+                        print(f"{cfg.name} {dt} batch {b}{' graph' if g else ''}: failed: {e}".splitlines()[0],
+                              file=sys.stderr)
     where = torch.cuda.get_device_name() if args.device == "cuda" else f"{args.threads} CPU threads"
     print(f"body: {args.body.name} ({body.num_vertices} vertices); {where}; torch {torch.__version__}; "
           f"{args.runs} runs after {args.warmup} warm-up\n")

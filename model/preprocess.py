@@ -24,6 +24,7 @@ importing this module does not import torch (the app's hot path is numpy only).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -48,9 +49,21 @@ def normalize_rgb(rgb: Any) -> Any:
         return (np.asarray(rgb, dtype=np.float32) / np.float32(255.0) - mean) / std
     import torch
 
-    mean = torch.tensor(RGB_MEAN, dtype=torch.float32, device=rgb.device).reshape(3, 1, 1)
-    std = torch.tensor(RGB_STD, dtype=torch.float32, device=rgb.device).reshape(3, 1, 1)
+    if rgb.device.type == "cpu":  # the ONNX export traces this branch: constants in the graph
+        mean = torch.tensor(RGB_MEAN, dtype=torch.float32).reshape(3, 1, 1)
+        std = torch.tensor(RGB_STD, dtype=torch.float32).reshape(3, 1, 1)
+    else:  # no host-to-device copy per call (it would also break CUDA graph capture)
+        mean, std = _rgb_stats_on(rgb.device)
     return (rgb.to(torch.float32) / 255.0 - mean) / std
+
+
+@functools.lru_cache(maxsize=8)
+def _rgb_stats_on(device: Any) -> tuple[Any, Any]:
+    """RGB_MEAN, RGB_STD as (3, 1, 1) float32 tensors on `device` (a torch.device), made once per device."""
+    import torch
+
+    return (torch.tensor(RGB_MEAN, dtype=torch.float32, device=device).reshape(3, 1, 1),
+            torch.tensor(RGB_STD, dtype=torch.float32, device=device).reshape(3, 1, 1))
 
 
 def normalize_depth(depth_m: Any, ref_depth_m: Any) -> Any:
