@@ -146,6 +146,9 @@ class BodyModel(smplx.SMPL):
         parents = _StaticParents(int(p) for p in self.parents.tolist())
         del self._buffers["parents"]
         self.parents = parents
+        # parents[1:] as a device tensor: indexing with the Python list would copy a fresh CPU index tensor
+        # to the GPU on every forward (a sync, and it breaks CUDA graph capture)
+        self.register_buffer("parent_index", torch.tensor(parents[1:], dtype=torch.long), persistent=False)
         self.faces = arrays["f"]
         self.model_id = model_id
         self.sha256 = sha256
@@ -241,11 +244,29 @@ class BodyModel(smplx.SMPL):
             v_posed = v_shaped + torch.matmul(pose_feature, self.posedirs).view(B, -1, 3)
         else:
             v_posed = v_shaped.expand(B, -1, -1)
-        joints, A = smplx_lbs.batch_rigid_transform(rot_mats, J, self.parents, dtype=v_shaped.dtype)
+        joints, A = self._rigid_transform(rot_mats, J)
         n_joints = A.shape[1]
         T = torch.matmul(self.lbs_weights, A.reshape(B, n_joints, 16)).view(B, -1, 4, 4)
         vertices = torch.matmul(T[..., :3, :3], v_posed.unsqueeze(-1))[..., 0] + T[..., :3, 3]
         return vertices, joints
+
+    def _rigid_transform(self, rot_mats: torch.Tensor, joints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """smplx's `batch_rigid_transform` with the parents as a device buffer for the relative joints and
+        Python ints for the chain. rot_mats (B, 24, 3, 3); joints (B, 24, 3) rest-pose joints, metres.
+        Returns posed joints (B, 24, 3) and the rest-relative transforms (B, 24, 4, 4)."""
+        joints = joints.unsqueeze(-1)
+        rel_joints = joints.clone()
+        rel_joints[:, 1:] -= joints[:, self.parent_index]
+        n = joints.shape[1]
+        local = smplx_lbs.transform_mat(rot_mats.reshape(-1, 3, 3), rel_joints.reshape(-1, 3, 1)).reshape(-1, n, 4, 4)
+        chain = [local[:, 0]]
+        for i in range(1, n):
+            chain.append(torch.matmul(chain[self.parents[i]], local[:, i]))
+        transforms = torch.stack(chain, dim=1)
+        posed = transforms[:, :, :3, 3]
+        homogen = torch.nn.functional.pad(joints, [0, 0, 0, 1])
+        rel = transforms - torch.nn.functional.pad(torch.matmul(transforms, homogen), [3, 0, 0, 0, 0, 0, 0, 0])
+        return posed, rel
 
     @torch.no_grad()
     def rest_height(self, betas: torch.Tensor | None = None) -> float:

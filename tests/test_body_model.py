@@ -172,6 +172,15 @@ def test_forward_matches_smplx_lbs(correctives):
     assert np.array_equal(body.to_arrays()["posedirs"] != 0, arrays["posedirs"] != 0)
 
 
+def test_kinematic_parents_travel_with_the_module_as_a_buffer():
+    """The skinning indexes joints with a long buffer (not a Python list, which becomes a fresh CPU tensor
+    copied to the GPU on every forward); it is not saved in state dicts and moves with `.to()`."""
+    body = BodyModel(toy_body_arrays(), model_id="toy")
+    assert body.parent_index.dtype == torch.long and body.parent_index.tolist() == list(SMPL_PARENTS[1:])
+    assert "parent_index" not in body.state_dict()
+    assert body.to("meta").parent_index.device.type == "meta"
+
+
 # ---------------------------------------------------------------------- the official SMPL .pkl format
 def _smpl_sized_toy() -> dict[str, np.ndarray]:
     """The toy body padded to SMPL's 6890 vertices, with its named keypoints at SMPL's standard ids."""
