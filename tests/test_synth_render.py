@@ -401,3 +401,71 @@ def test_crop_only_rendering_mostly_needs_one_depth_pass(engine, monkeypatch):
         assert whole[0] <= cx0 and whole[1] <= cy0 and cx1 <= whole[2] and cy1 <= whole[3]
     assert frames >= 6
     assert len(calls) <= 1.4 * frames + (12 - frames)
+
+
+# ------------------------------------------------------------------------------------------ speed paths
+def test_strided_take_equals_rows_then_columns_interpolation(rig):
+    """The grid-resolution gather of `Grid.take` gives bit for bit what interpolating whole table rows,
+    then columns, gives (the straightforward reference), for float ray tables and bool validity."""
+    cams = rig_cameras(load_rig(str(DEFAULT_CALIBRATION), "WFOV_2X2BINNED", "720P"))
+    for window, stride in (((0, 0, 512, 512), 1.77), ((33, 41, 300, 297), 2.6), ((5, 7, 60, 30), 4.0)):
+        grid = Grid(window, stride)
+        xs, ys = grid.xs, grid.ys
+        iy = np.clip(np.floor(ys).astype(np.int64), 0, 510)
+        ix = np.clip(np.floor(xs).astype(np.int64), 0, 510)
+        fy = (ys - iy).astype(np.float32)[:, None, None]
+        fx = (xs - ix).astype(np.float32)[None, :, None]
+        table = cams.depth.dirs
+        rows = table[iy] * (np.float32(1) - fy) + table[iy + 1] * fy
+        ref = rows[:, ix] * (np.float32(1) - fx) + rows[:, ix + 1] * fx
+        got = grid.take(table)
+        assert got.dtype == np.float32 and got.shape == grid.shape + (3,)
+        assert np.array_equal(got, ref)
+        v = cams.depth.valid
+        ref_valid = v[iy][:, ix] & v[iy][:, ix + 1] & v[iy + 1][:, ix] & v[iy + 1][:, ix + 1]
+        assert np.array_equal(grid.take(v), ref_valid)
+    assert 0.2 < Grid((0, 0, 512, 512), 1.77).take(cams.depth.valid).mean() < 0.95   # the FOV rim is in it
+
+
+def test_lambertian_shading_of_a_patterned_plane_has_known_values(rig):
+    """render_color of a striped plane facing the color camera: each pixel is albedo(texcoord) x
+    (ambient + light colour x cos), with the normal turned to face the camera whichever way the
+    triangles wind, so a plane and its mirror-wound copy render identically."""
+    cams = rig_cameras(rig)
+    mat = Material(color=(0.8, 0.2, 0.1), color2=(0.1, 0.3, 0.9), pattern="stripes", scale_m=0.25,
+                   axis=(1.0, 0.0, 0.0))
+    corners = np.array([[-9, -9, 2.0], [9, -9, 2.0], [9, 9, 2.0], [-9, 9, 2.0]])
+    plane = quad(corners, mat)
+    plane = dataclasses.replace(plane, texcoords=corners.copy())            # texcoord = position
+    flipped = dataclasses.replace(plane, faces=plane.faces[:, ::-1].copy())
+    sensor = sensor_pose(height_m=1.0, pitch_deg=20.0, roll_deg=0.0)
+    towards_camera = -sensor.R_cw[2] * 0.8 + sensor.R_cw[0] * 0.6      # world direction; cos 0.8 on the plane
+    light = Lighting(directions=towards_camera[None], colors=np.array([[0.5, 0.5, 0.5]]),
+                     ambient=np.array([0.1, 0.1, 0.1]))
+    win = (500, 300, 780, 420)
+    a = render_color(SceneMesh(plane, threads=1), cams, light, sensor, win)
+    b = render_color(SceneMesh(flipped, threads=1), cams, light, sensor, win)
+    np.testing.assert_allclose(a.linear, b.linear, atol=1e-6)
+    cos = 0.8                                                               # facing normal is -z (camera)
+    x = a.linear.reshape(-1, 3)
+    stripe = np.isclose(x, np.float32(mat.color) * np.float32(0.1 + 0.5 * cos), atol=1e-5).all(axis=1)
+    stripe2 = np.isclose(x, np.float32(mat.color2) * np.float32(0.1 + 0.5 * cos), atol=1e-5).all(axis=1)
+    assert stripe.mean() > 0.3 and stripe2.mean() > 0.3 and (stripe | stripe2).all()
+
+
+def test_coarser_color_rays_change_only_the_color_and_boundedly(body):
+    """color_oversample < 1 casts fewer color rays: depth, masks, crop boxes and every label stay
+    identical; the clean (noise-free) color crop differs from the reference path by a small mean
+    absolute difference (edges and texture a little softer)."""
+    base = dict(out_size=96, scene=FAST_SCENE, color_noise=False, jpeg=False)
+    ref = SynthEngine(body, SynthConfig(**base), threads=1).make_samples(3, range(6))
+    fast = SynthEngine(body, SynthConfig(color_oversample=0.7, **base), threads=1).make_samples(3, range(6))
+    for a, b in zip(ref, fast):
+        for name in ("depth_mm", "mask", "crop_box", "bbox", "joints2d", "lsp2d", "joints_vis", "lsp_vis",
+                     "joints3d", "theta", "betas", "transl"):
+            assert np.array_equal(getattr(a, name), getattr(b, name), equal_nan=True), name
+    d = np.abs(np.stack([a.rgb for a in ref]).astype(float) - np.stack([b.rgb for b in fast]).astype(float))
+    assert d.max() > 0                   # it does render differently ...
+    assert d.mean() < 2.5 and np.mean(d > 32) < 0.02, (d.mean(), np.mean(d > 32))   # ... but close
+    with pytest.raises(ValueError, match="color_oversample"):
+        SynthConfig(color_oversample=0.1)

@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 Window = tuple[int, int, int, int]   # x0, y0, x1, y1 (half-open), pixels
+_KIND_SOLID, _KIND_PATTERNED, _KIND_PERSON = 0, 1, 2   # how a face is shaded (SceneMesh.face_kind)
 
 
 def full_window(cam: CameraIntrinsics) -> Window:
@@ -173,6 +174,13 @@ class SceneMesh:
         self.mat_solid = np.array([m.pattern == "solid" for m in mats], bool)
         self.face_ir = np.array([m.ir_reflectance for m in mats], np.float32)[soup.face_material] \
             if mats else np.zeros(0, np.float32)
+        # per face: material index, and how it is shaded (flat solid, flat patterned, smooth person)
+        self.face_material = np.ascontiguousarray(soup.face_material, dtype=np.intp)
+        kind = np.where(self.smooth_face, _KIND_PERSON, _KIND_SOLID).astype(np.int8)
+        if mats:
+            kind[~self.smooth_face & ~self.mat_solid[self.face_material]] = _KIND_PATTERNED
+        self.face_kind = kind
+        self._n_patterned = int(np.unique(self.face_material[kind == _KIND_PATTERNED]).size)
         self._scene = o3d.t.geometry.RaycastingScene(nthreads=self.threads)
         if soup.num_faces:
             self._scene.add_triangles(o3d.core.Tensor(soup.vertices.astype(np.float32)),
@@ -212,26 +220,38 @@ class SceneMesh:
     def surface(self, face: np.ndarray, bary: np.ndarray, flat: np.ndarray,
                 ray_dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Shading normals (M, 3), unit, facing the incoming rays (M, 3), and linear RGB albedo (M, 3)."""
+        n, away, rgb = self._surface(face, bary, flat, ray_dirs)
+        n[away] *= -1.0
+        return n, rgb
+
+    def _surface(self, face: np.ndarray, bary: np.ndarray, flat: np.ndarray,
+                 ray_dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`surface` without the flip: unit normals (M, 3) in either orientation, away (M,) bool where
+        they point along the ray (negate those to face it), linear RGB albedo (M, 3)."""
         n = np.array(flat, dtype=np.float32, copy=True)
-        mats = self.soup.face_material[face]
+        mats = np.take(self.face_material, face)
+        kind = np.take(self.face_kind, face)
         rgb = np.take(self.mat_color, mats, axis=0)
-        smooth = np.flatnonzero(self.smooth_face[face])
+        smooth = np.flatnonzero(kind == _KIND_PERSON)
         if smooth.size:
             attr = self.interpolate(self.person_attr, face[smooth], bary[smooth])
             ns = attr[:, :3]
             ns /= np.maximum(np.linalg.norm(ns, axis=1, keepdims=True), np.float32(1e-12))
             n[smooth] = ns
             rgb[smooth] = attr[:, 3:]
-        flip = np.einsum("ij,ij->i", n, ray_dirs) > 0
-        n[flip] *= -1.0
-        patterned = np.flatnonzero(~self.mat_solid[mats] & ~self.smooth_face[face])
+        away = np.einsum("ij,ij->i", n, ray_dirs) > 0
+        patterned = np.flatnonzero(kind == _KIND_PATTERNED)
         if patterned.size:
             pm = mats[patterned]
             tex = self.interpolate(self.texcoords, face[patterned], bary[patterned])
-            for m in np.flatnonzero(np.bincount(pm, minlength=len(self.mat_solid))):
-                sel = pm == m
-                rgb[patterned[sel]] = self.soup.materials[int(m)].albedo(tex[sel])
-        return n, rgb
+            if self._n_patterned == 1:
+                rgb[patterned] = self.soup.materials[int(pm[0])].albedo(tex)
+            else:
+                order = np.argsort(pm, kind="stable")
+                bounds = np.flatnonzero(np.diff(pm[order])) + 1
+                for part in np.split(order, bounds):
+                    rgb[patterned[part]] = self.soup.materials[int(pm[part[0]])].albedo(tex[part])
+        return n, away, rgb
 
 
 # ------------------------------------------------------------------------------------------ renders
@@ -290,7 +310,11 @@ class Grid:
     def take(self, table: np.ndarray) -> np.ndarray:
         """The grid's entries of a per-pixel table (H, W[, C]): sliced when exact, else separable
         bilinear interpolation in float32 (float tables) or, for bool tables (ray validity), True only
-        where all four interpolation neighbours are True (no rays blended across the field-of-view edge)."""
+        where all four interpolation neighbours are True (no rays blended across the field-of-view edge).
+
+        The four neighbours are gathered at grid resolution only (flat `np.take`), and the arithmetic is
+        the same as interpolating rows first, then columns, so the result is bit-identical to that.
+        """
         x0, y0, x1, y1 = self.window
         if self.exact:
             return table[y0:y1, x0:x1]
@@ -298,18 +322,38 @@ class Grid:
         H, W = table.shape[:2]
         iy = np.clip(np.floor(ys).astype(np.int64), 0, H - 2)
         ix = np.clip(np.floor(xs).astype(np.int64), 0, W - 2)
+        flat = table.reshape((H * W,) + table.shape[2:])
+        i00 = (iy * W)[:, None] + ix[None, :]          # (h, w) flat index of the top-left neighbour
+
+        def corner(offset: int) -> np.ndarray:
+            return np.take(flat, i00 + offset if offset else i00, axis=0)
+
         if table.dtype == bool:   # valid only where all four interpolation neighbours are
-            r0, r1 = table[iy], table[iy + 1]
-            return r0[:, ix] & r0[:, ix + 1] & r1[:, ix] & r1[:, ix + 1]
+            out = corner(0)
+            out &= corner(1)
+            out &= corner(W)
+            out &= corner(W + 1)
+            return out
         extra = (None,) * (table.ndim - 2)
         fy = (ys - iy).astype(np.float32)[(slice(None), None) + extra]
         fx = (xs - ix).astype(np.float32)[(None, slice(None)) + extra]
-        ry, rx = slice(iy[0], iy[-1] + 2), slice(ix[0], ix[-1] + 2)     # only the window's part of the table
-        table = table[ry, rx]
-        iy = iy - ry.start
-        ix = ix - rx.start
-        rows = table[iy] * (np.float32(1.0) - fy) + table[iy + 1] * fy
-        return rows[:, ix] * (np.float32(1.0) - fx) + rows[:, ix + 1] * fx
+        gy = np.float32(1.0) - fy
+        gx = np.float32(1.0) - fx
+        # rows first: r0 = T[iy, ix] (1 - fy) + T[iy + 1, ix] fy, r1 likewise at ix + 1; then columns
+        r0 = corner(0)
+        r0 *= gy
+        t = corner(W)
+        t *= fy
+        r0 += t
+        r1 = corner(1)
+        r1 *= gy
+        t = corner(W + 1)
+        t *= fy
+        r1 += t
+        r0 *= gx
+        r1 *= fx
+        r0 += r1
+        return r0
 
     def _expand(self, arr: np.ndarray, interpolation: int) -> np.ndarray:
         w, h = self.size
@@ -414,9 +458,11 @@ def render_color(mesh: SceneMesh, cams: RigCameras, lighting: Lighting, sensor: 
     if idx is None or idx.size:
         pick = (lambda a, c: a.reshape(-1, c)) if idx is None else (lambda a, c: a.reshape(-1, c)[idx])
         f = pick(hits.face, 1)[:, 0]
-        n, albedo = mesh.surface(f, pick(hits.bary, 2), pick(hits.normal, 3), pick(dirs, 3))
+        n, away, albedo = mesh._surface(f, pick(hits.bary, 2), pick(hits.normal, 3), pick(dirs, 3))
         light_dirs = sensor.direction_to_camera(lighting.directions).astype(np.float32)
-        irradiance = np.maximum(n @ light_dirs.T, np.float32(0.0)) @ lighting.colors.astype(np.float32)
+        cosines = n @ light_dirs.T          # normals facing the ray: negate the rows of those facing away
+        cosines[away] *= np.float32(-1.0)
+        irradiance = np.maximum(cosines, np.float32(0.0), out=cosines) @ lighting.colors.astype(np.float32)
         irradiance += lighting.ambient.astype(np.float32)
         albedo *= irradiance
         if idx is None:
@@ -492,12 +538,17 @@ def _srgb_lut() -> np.ndarray:
     return np.rint(linear_to_srgb(lin) * 255.0).astype(np.uint8)
 
 
-def encode_srgb(linear: np.ndarray) -> np.ndarray:
+def encode_srgb(linear: np.ndarray, bgr: bool = False) -> np.ndarray:
     """Linear RGB float (..., 3) -> uint8 sRGB codes, same shape (via a 14-bit lookup table, ~4x faster
-    than the exact curve; differs from it by at most one code in the darkest few levels)."""
-    scaled = np.clip(linear * np.float32(_LUT_SIZE - 1) + np.float32(0.5), 0, _LUT_SIZE - 1)
+    than the exact curve; differs from it by at most one code in the darkest few levels).
+    bgr: return the channels reversed (OpenCV order), contiguous."""
+    scaled = np.multiply(linear, np.float32(_LUT_SIZE - 1), dtype=np.float32)
+    scaled += np.float32(0.5)
+    np.clip(scaled, 0, _LUT_SIZE - 1, out=scaled)
     idx = scaled.astype(np.uint16)
-    return _srgb_lut()[idx]
+    if bgr:
+        idx = idx[..., ::-1]
+    return np.take(_srgb_lut(), idx)
 
 
 def color_sensor_image(linear: np.ndarray, spec: Optional[ColorSensorSpec], rng: Optional[np.random.Generator],
@@ -523,11 +574,11 @@ def color_sensor_image(linear: np.ndarray, spec: Optional[ColorSensorSpec], rng:
         var *= np.float32(spec.shot_noise)
         var += np.float32(spec.read_noise ** 2)
         noise = rng.standard_normal(img.shape, dtype=np.float32)
-        noise *= np.sqrt(var)
+        noise *= np.sqrt(var, out=var)
         img += noise
         if spec.blur_sigma_px > 0:
             img = cv2.GaussianBlur(img, (0, 0), spec.blur_sigma_px / grid.stride)  # sigma in grid px
-    bgr = np.ascontiguousarray(encode_srgb(img)[..., ::-1])
+    bgr = encode_srgb(img, bgr=True)
     return grid.upsample_linear(bgr)   # (strided grids: interpolated in sRGB codes; invisible at that scale)
 
 

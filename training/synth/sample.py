@@ -75,6 +75,9 @@ class SynthConfig:
     color/depth magnification for color). The renders are expanded back to full resolution before the
     app's alignment and crop, which then cannot resolve the difference. s < 1.05 snaps to 1 (every
     pixel); max_render_stride = 1 renders every pixel always (bit-identical to full-frame rendering).
+    color_oversample: multiplies render_oversample for the color camera only; below 1 the color rays
+    are coarser than the crop's sampling (fewer rays, slightly softer color); depth, masks and labels
+    do not depend on it (tested).
     min_visible_px: a scene is resampled until the person covers at least this many depth pixels.
     visibility_tolerance_m: see the module docstring. depth_noise / color_noise / jpeg: switch the
     sensor models off (clean renders, for tests and debugging). calibration: raw Azure Kinect
@@ -87,6 +90,7 @@ class SynthConfig:
     min_visible_px: int = 400
     visibility_tolerance_m: float = 0.15
     render_oversample: float = 1.0
+    color_oversample: float = 1.0
     max_render_stride: float = 6.0
     depth_noise: bool = True
     color_noise: bool = True
@@ -108,6 +112,8 @@ class SynthConfig:
         if self.max_render_stride < 1 or self.render_oversample <= 0:
             raise ValueError(f"SynthConfig.max_render_stride must be >= 1 and render_oversample >= 0, got "
                              f"{self.max_render_stride}, {self.render_oversample}")
+        if not 0.25 <= self.color_oversample <= 4.0:
+            raise ValueError(f"SynthConfig.color_oversample must be in [0.25, 4], got {self.color_oversample}")
         if not self.visibility_tolerance_m > 0:
             raise ValueError(f"SynthConfig.visibility_tolerance_m must be > 0, got {self.visibility_tolerance_m}")
 
@@ -533,7 +539,7 @@ class SynthEngine:
             if box is not None:
                 nx0, ny0, nx1, ny1 = need
                 magnification = min((cwin[2] - cwin[0]) / (nx1 - nx0), (cwin[3] - cwin[1]) / (ny1 - ny0))
-                c_stride = self._stride(box.side, magnification)
+                c_stride = self._stride(box.side, magnification, cfg.color_oversample)
             else:
                 c_stride = 1.0
             cgrid = Grid(cwin, c_stride)
@@ -556,10 +562,11 @@ class SynthEngine:
                       visible_px=visible, depth_ideal_m=ideal, **labels)
         return frame, box
 
-    def _stride(self, crop_side: float, magnification: float = 1.0) -> float:
-        """Render stride for a crop of `crop_side` depth px (see SynthConfig.render_oversample)."""
+    def _stride(self, crop_side: float, magnification: float = 1.0, oversample: float = 1.0) -> float:
+        """Render stride for a crop of `crop_side` depth px (see SynthConfig.render_oversample);
+        oversample: an extra factor on render_oversample (color: SynthConfig.color_oversample)."""
         cfg = self.config
-        s = crop_side * magnification / (cfg.out_size * cfg.render_oversample)
+        s = crop_side * magnification / (cfg.out_size * cfg.render_oversample * oversample)
         s = min(float(cfg.max_render_stride), s)
         return 1.0 if s < 1.05 else float(s)
 
