@@ -6,8 +6,9 @@ raw depth image of the depth camera (uint16 mm, 0 = invalid) and that camera's i
 
 Frames: points are metres in the depth camera frame (OpenCV: x right, y down, z forward).
 
-Steps (numpy + OpenCV; 640x576 NFOV: ~4 ms CPU, ~8 ms wall median on the busy 2-core dev VM, ~16 ms
-when the floor has to be found again; `python -m app.localize` measures it):
+Steps (numpy + OpenCV; 640x576 NFOV with a tracked floor: ~4.3 ms wall median, ~5 ms when the floor
+has to be found again (RANSAC), on the 2-core dev VM; without a floor (segments instead of the grid,
+RANSAC every frame) ~8.5 ms on a 2x2-binned clip; `python -m app.localize` measures it):
 
 1. Subsample the depth image (every `stride`-th pixel; default: ~160 samples across) and unproject with
    the calibration's undistorted ray table.
