@@ -6,7 +6,8 @@
 
 Soak (`run_soak`): a recording or folder is replayed with loop=True through `CaptureThread` (every
 frame, backpressure), `InferenceWorker` (the ONNX session) and `OutputWriter` (frames.jsonl flushed per
-frame, results.npz / motion.bvh rewritten atomically), on the main thread like `python -m app
+frame, results in parts of bounded size joined into results.npz at close, motion.bvh streamed), on the
+main thread like `python -m app
 --headless`. Resident memory (VmRSS from /proc/self/status, MB = 2**20 bytes) is sampled every
 `sample_every` frames; after `warmup` frames the report gives the first and last sample and the least-
 squares slope in MB per 1000 frames. The largest backlog of the worker's result queue, the capture
@@ -14,10 +15,10 @@ mailbox's dropped count and the frames per second are reported too. At the end r
 frames.jsonl are read back and checked: one row per consumed frame, the same frame ids and timestamps in
 the same order, and (for an .mkv) the ids follow the replay order (i mod clip length).
 
-Note: `OutputWriter` keeps every row in memory to rewrite results.npz (compact numpy columns, ~0.7 kB
-per frame), so a run's RSS grows linearly by design; `writer_growth` measures the writer alone
-(synthetic results, same row count) so the two slopes can be compared: the pipeline's own growth is the
-difference. The worker's result queue is bounded as in the CLI (`app.worker.RESULTS_MAXSIZE`).
+Note: `OutputWriter` keeps only the open results part in memory (`part_frames` rows, ~0.7 kB each), so
+its memory grows until the first part closes and then stays flat; `writer_growth` measures the writer
+alone (synthetic results, same row count) so the two slopes can be compared: the pipeline's own growth
+is the difference. The worker's result queue is bounded as in the CLI (`app.worker.RESULTS_MAXSIZE`).
 
 Live pacing (`run_pacing`): `PacedSource` plays decoded frames as a 30 fps live camera would (frame k
 is captured at t0 + k / fps; like the Kinect SDK it queues at most `device_queue` captures and drops the
@@ -135,9 +136,11 @@ def verify_outputs(out_dir: Path, frame_ids: Sequence[int], timestamps: Sequence
     out_dir = Path(out_dir)
     ids = np.asarray(frame_ids, dtype=np.int64)
     ts = np.asarray(timestamps, dtype=np.int64)
-    with np.load(out_dir / "results.npz", allow_pickle=False) as z:
-        npz_ids, npz_ts = z["frame_ids"], z["timestamps_usec"]
-        n_valid = int(z["valid"].sum())
+    from app.results_reader import load_results
+
+    table = load_results(out_dir)  # results.npz, or the parts of a run that did not close
+    npz_ids, npz_ts = table["frame_ids"], table["timestamps_usec"]
+    n_valid = int(table["valid"].sum())
     if npz_ids.shape != ids.shape:
         return f"results.npz has {npz_ids.shape[0]} rows for {ids.shape[0]} frames"
     if not np.array_equal(npz_ids, ids) or not np.array_equal(npz_ts, ts):

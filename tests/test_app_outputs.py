@@ -17,6 +17,7 @@ import torch
 from app.outputs import (SMPL_JOINT_NAMES, SMPL_PARENTS, OutputError, OutputWriter, bvh_rest_offsets, write_bvh,
                          write_mesh)
 from app.results import BodyEstimate, FrameResult, InputMode
+from app.results_reader import load_results
 from model.body import BodyModel
 from toy_body import TOY_JOINTS, write_toy_body
 
@@ -148,19 +149,22 @@ def test_jsonl_is_flushed_per_frame_and_npz_is_rewritten_atomically_in_chunks(to
     for i in range(2):
         w.write(result(i, bs[i]))
     assert len(read_jsonl(out / "frames.jsonl")) == 2        # on disk before close
-    assert not (out / "results.npz").exists()
-    w.write(result(2, bs[2]))                                 # third frame: first chunk
-    with np.load(out / "results.npz") as z:
+    assert not (out / "results_000.npz").exists() and not (out / "results.npz").exists()
+    w.write(result(2, bs[2]))                                 # third frame: the open part is written
+    with np.load(out / "results_000.npz") as z:
         assert z["frame_ids"].tolist() == [100, 101, 102]
     w.write(result(3, bs[3]))
-    with np.load(out / "results.npz") as z:                   # still the complete 3-frame prefix
+    with np.load(out / "results_000.npz") as z:               # still the complete 3-frame prefix
         assert len(z["frame_ids"]) == 3
-    assert (out / "motion.bvh").read_text().count("\n") > 0 and "Frames: 3" in (out / "motion.bvh").read_text()
+    assert load_results(out)["frame_ids"].tolist() == [100, 101, 102]
+    assert (out / "motion.bvh").read_text().count("\n") > 0
+    assert "Frames: 3" in (out / "motion.bvh").read_text().splitlines()
     w.close()
     w.close()  # idempotent
-    with np.load(out / "results.npz") as z:
+    with np.load(out / "results.npz") as z:                   # joined at close (one part: renamed)
         assert len(z["frame_ids"]) == 4
     assert sorted(p.name for p in out.iterdir()) == ["frames.jsonl", "motion.bvh", "results.npz"]  # no temp files
+    assert "Frames: 4" in (out / "motion.bvh").read_text().splitlines()
     with pytest.raises(OutputError, match="closed"):
         w.write(result(5, None))
 
@@ -333,3 +337,201 @@ def test_no_bvh_when_no_frame_had_a_body(tmp_path):
     assert not (tmp_path / "o" / "motion.bvh").exists()
     with np.load(tmp_path / "o" / "results.npz") as z:
         assert z["valid"].tolist() == [False]
+
+
+# ---------------------------------------------------------------------------------------- bounded memory: parts
+def test_parts_close_at_the_boundary_and_rows_in_memory_never_exceed_a_part(toy, tmp_path):
+    bs = bodies(toy, 5)
+    out = tmp_path / "o"
+    seq = [bs[i % 5] if i % 3 else None for i in range(21)]
+    w = OutputWriter(out, part_frames=8, chunk_frames=3, bvh=False)
+    for i, b in enumerate(seq):
+        w.write(result(i, b))
+        assert w.rows_in_memory <= 8 and w.rows_allocated <= 8
+        if i == 6:                                            # open part 0: rewritten at 3 and 6 rows
+            assert not (out / "results_001.npz").exists()
+            with np.load(out / "results_000.npz") as z:
+                assert z["frame_ids"].tolist() == list(range(100, 106))
+        if i == 7:                                            # 8th row: part 0 closed, part 1 not begun
+            with np.load(out / "results_000.npz") as z:
+                assert z["frame_ids"].tolist() == list(range(100, 108))
+            assert w.rows_in_memory == 0 and w.parts_closed == 1 and not (out / "results_001.npz").exists()
+    assert w.frames_written == 21 and w.rows_in_memory == 5 and w.parts_closed == 2
+    with np.load(out / "results_001.npz") as z:
+        assert z["frame_ids"].tolist() == list(range(108, 116)) and z["valid"].tolist() == [b is not None
+                                                                                          for b in seq[8:16]]
+    # before close: every closed part and the open part's last rewrite (3 of its 5 rows), in frame order
+    assert load_results(out)["frame_ids"].tolist() == list(range(100, 119))
+    w.close()
+    assert sorted(p.name for p in out.iterdir()) == ["frames.jsonl", "results.npz"]   # parts joined and removed
+    with np.load(out / "results.npz", allow_pickle=False) as z:
+        assert z["frame_ids"].tolist() == list(range(100, 121))
+        assert z["timestamps_usec"].tolist() == [1_000_000 + i * PERIOD for i in range(21)]
+        assert z["valid"].tolist() == [b is not None for b in seq] and z["poses"].dtype == np.float32
+        assert z["betas"].shape == (21, 10) and np.isnan(z["poses"][18]).all()
+        np.testing.assert_array_equal(z["poses"][20], bs[0].theta)
+        np.testing.assert_array_equal(z["joints"][10], bs[0].joints)
+        np.testing.assert_array_equal(z["trans"][16], bs[1].transl)
+        assert float(z["mocap_framerate"]) == pytest.approx(1e6 / PERIOD)
+
+
+def test_the_memory_of_a_long_run_is_one_part(toy, tmp_path):
+    """tracemalloc: after 1600 more frames (bodies, BVH on) the writer holds no more than one part's rows
+    (allocated during the warm-up), and its peak while parts are rewritten, appended and closed stays
+    a fraction of a megabyte; the earlier writer held every row (1.1 MB here) and copied the run for each rewrite."""
+    import gc
+    import tracemalloc
+
+    b = bodies(toy, 1)[0]
+    w = OutputWriter(tmp_path / "out", part_frames=128)
+    for i in range(40):                                       # warm-up: columns allocated, scipy imported
+        w.write(result(i, b))
+    gc.collect()                                              # earlier tests' garbage is not counted
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(40, 1640):
+            w.write(result(i, b if i % 4 else None))
+            if i == 839:
+                tracemalloc.reset_peak()                     # the second half: as long a run as the first
+        peak = tracemalloc.get_traced_memory()[1] - base
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+        w.close()
+    assert w.rows_allocated == 128
+    assert held < 64 * 1024, held                             # the old writer: 1600 more rows = 1.1 MB
+    assert peak < 600 * 1024, peak                            # measured 0.27 MB
+    assert load_results(tmp_path / "out")["frame_ids"].tolist() == [100 + i for i in range(1640)]
+
+
+KILLED_RUN = r"""
+import os, signal, sys
+import numpy as np
+from app.outputs import OutputWriter
+from app.results import BodyEstimate, FrameResult, InputMode
+
+rng = np.random.default_rng(0)
+w = OutputWriter(sys.argv[1], part_frames=16, chunk_frames=4)
+for i in range(54):
+    body = None if i % 5 == 0 else BodyEstimate(
+        theta=rng.normal(0, 0.3, 72).astype(np.float32), beta=np.zeros(10, np.float32),
+        transl=np.zeros(3, np.float32), vertices=np.zeros((4, 3), np.float32),
+        joints=rng.normal(0, 0.5, (24, 3)).astype(np.float32), cam=np.ones(3, np.float32),
+        bbox=np.arange(4, dtype=np.float32))
+    w.write(FrameResult(i, 1_000_000 + i * 33_333, InputMode.RGBD, "auto", body))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_kill_mid_part_leaves_the_closed_parts_and_a_readable_prefix(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "killed"
+    r = subprocess.run([sys.executable, "-c", KILLED_RUN, str(out)], cwd=Path(__file__).resolve().parents[1],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    # 54 frames: parts 0-2 closed (16 rows each), part 3 last rewritten at 4 of its 6 rows; no join
+    assert sorted(p.name for p in out.iterdir()) == ["frames.jsonl", "motion.bvh", "results_000.npz",
+                                                     "results_001.npz", "results_002.npz", "results_003.npz"]
+    for k in range(3):
+        with np.load(out / f"results_00{k}.npz", allow_pickle=False) as z:
+            assert z["frame_ids"].tolist() == list(range(16 * k, 16 * k + 16))
+    table = load_results(out)
+    rows = read_jsonl(out / "frames.jsonl")
+    assert len(rows) == 54 and table["frame_ids"].tolist() == list(range(52))
+    assert table["frame_ids"].tolist() == [row["frame_id"] for row in rows[:52]]
+    assert table["valid"].tolist() == [row["body"] is not None for row in rows[:52]]
+    np.testing.assert_allclose(table["poses"][51], rows[51]["body"]["theta"], atol=1e-6)
+    # the BVH holds whole rows and says how many: the rows of the last append
+    text = (out / "motion.bvh").read_text()
+    names, parents, offsets, channels, motion, frame_time = parse_bvh(text)
+    assert "Frames: 52" in text.splitlines() and motion.shape == (52, 6 + 23 * 3)
+    assert frame_time == pytest.approx(0.033333, abs=1e-9)
+    # the folder is not reused by accident
+    with pytest.raises(OutputError, match=r"frames\.jsonl and 5 more: already exists"):
+        OutputWriter(out)
+
+
+def test_the_bvh_stays_correct_across_parts_and_is_built_without_holding_the_run(toy, tmp_path):
+    n, first = 300, 70                                        # no body before frame 70: spans part 0 and 1
+    theta, _, _, _, joints = posed(toy, n, seed=7, same_shape=True)
+    valid = np.array([i >= first and i % 7 != 3 for i in range(n)])
+    out = tmp_path / "o"
+    w = OutputWriter(out, part_frames=64, chunk_frames=10)
+    for i in range(n):
+        body = None if not valid[i] else BodyEstimate(
+            theta=theta[i].astype(np.float32), beta=np.zeros(10, np.float32), transl=np.zeros(3, np.float32),
+            vertices=np.zeros((4, 3), np.float32), joints=joints[i].astype(np.float32),
+            cam=np.ones(3, np.float32), bbox=np.arange(4, dtype=np.float32))
+        w.write(result(i, body))
+        assert w.rows_in_memory <= 64
+        if i == 200:  # mid-run: the file parses, holds whole rows and says how many (all but the unflushed)
+            *_, motion, _ = parse_bvh((out / "motion.bvh").read_text())
+            assert 201 - 10 <= motion.shape[0] <= 201
+    w.close()
+    text = (out / "motion.bvh").read_text()
+    assert f"Frames: {n}" in text.splitlines()
+    names, parents, offsets, channels, motion, frame_time = parse_bvh(text)
+    assert motion.shape == (n, 6 + 23 * 3) and frame_time == pytest.approx(PERIOD * 1e-6, abs=1e-12)
+    smpl_index = [SMPL_JOINT_NAMES.index(nm) for nm in names]
+    # the skeleton is the mean rest skeleton of the bodies
+    expected = bvh_rest_offsets(theta[valid], joints[valid]) * 100.0
+    np.testing.assert_allclose(offsets, expected[smpl_index], atol=2e-4)
+    to_cam = np.diag([1.0, -1.0, -1.0])
+    for t in np.flatnonzero(valid)[::9]:
+        world = bvh_fk(parents, offsets, channels, motion[t]) / 100.0
+        np.testing.assert_allclose(world @ to_cam.T, joints[t][smpl_index], atol=3e-4)
+    for t in range(n):                                        # held rows: the last body, or the first
+        if not valid[t]:
+            np.testing.assert_array_equal(motion[t], motion[max(t - 1, first)])
+
+
+def test_a_failed_bvh_append_is_cut_back_and_the_file_stays_whole(toy, tmp_path):
+    """RLIMIT_FSIZE (SIGXFSZ ignored: writes fail with EFBIG, as on a full disk) during an append."""
+    import resource
+    import signal
+
+    from app.outputs import BvhStream
+
+    theta, _, _, _, joints = posed(toy, 30, seed=2, same_shape=True)
+    stream = BvhStream(tmp_path / "m.bvh", 1 / 30)
+    stream.add(theta[:10], joints[:10], np.ones(10, bool))
+    size = (tmp_path / "m.bvh").stat().st_size
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size + 1500, hard))   # room for 2 of the 10 new rows
+    try:
+        with pytest.raises(OSError):
+            stream.add(theta[10:20], joints[10:20], np.ones(10, bool))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert (tmp_path / "m.bvh").stat().st_size == size
+    *_, motion, _ = parse_bvh((tmp_path / "m.bvh").read_text())
+    assert motion.shape[0] == 10 and stream.frames == 10
+    stream.add(theta[20:23], joints[20:23], np.ones(3, bool))
+    stream.close()
+    text = (tmp_path / "m.bvh").read_text()
+    *_, motion, _ = parse_bvh(text)
+    assert "Frames: 13" in text.splitlines() and motion.shape[0] == 13
+
+
+def test_an_existing_part_alone_blocks_a_new_run(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "results_003.npz").write_bytes(b"earlier")
+    with pytest.raises(OutputError, match=r"results_003\.npz: already exists \(pass --overwrite to replace\)"):
+        OutputWriter(out)
+    assert (out / "results_003.npz").read_bytes() == b"earlier" and not (out / "frames.jsonl").exists()
+    with OutputWriter(out, overwrite=True) as w:
+        w.write(result(0, None))
+    assert sorted(p.name for p in out.iterdir()) == ["frames.jsonl", "results.npz"]
+
+
+def test_bad_part_size_is_a_one_line_error(tmp_path):
+    with pytest.raises(OutputError, match=r"part_frames must be an int >= 1, got 0"):
+        OutputWriter(tmp_path / "o", part_frames=0)
