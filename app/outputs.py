@@ -543,6 +543,9 @@ class OutputWriter:
         if self._table.rows >= self.part_frames:  # an earlier close of this part failed (disk full): retry
             self._close_part()
         row = self.frames_written
+        if self.folder_gone():
+            raise OutputError(f"{self.out_dir}: the output folder was removed or unmounted during the run "
+                              f"(at frame row {row}); nothing more can be written there")
         body = result.body
         mesh_name = None
         if body is not None and self.meshes:
@@ -571,6 +574,14 @@ class OutputWriter:
             self._close_part()
         elif rows - self._flushed >= max(self.chunk_frames, int(0.1 * rows)):
             self.flush()
+
+    def folder_gone(self) -> bool:
+        """True when frames.jsonl is no longer linked in the file system (its folder was removed, or the disk
+        unmounted): writes to the open file would still succeed and silently go nowhere."""
+        try:
+            return os.fstat(self._jsonl.fileno()).st_nlink == 0 or not self.out_dir.is_dir()
+        except (OSError, ValueError):
+            return True
 
     def _append_line(self, data: bytes, row: int) -> None:
         """Append one frames.jsonl line, all of it or nothing: a write that fails part-way (disk full, file
@@ -654,6 +665,13 @@ class OutputWriter:
         folder still holds the parts as last written, readable with app.results_reader.load_results."""
         if self.closed:
             return
+        if self.folder_gone():
+            self.closed = True
+            self._jsonl.close()
+            if self._bvh_stream is not None and self._bvh_stream._fh is not None:
+                self._bvh_stream._fh.close()
+            raise OutputError(f"{self.out_dir}: the output folder was removed or unmounted during the run; "
+                              f"its outputs are gone")
         problems: list[str] = []
         try:
             try:

@@ -318,6 +318,35 @@ def test_headless_replay_prints_pa_mpjpe_against_the_sidecar(clips, lite_model, 
     assert code == 2 and str(bad) in captured.err and "Traceback" not in captured.err
 
 
+def test_output_folder_removed_mid_run_is_one_clear_line(clips, lite_model, tmp_path):
+    """The output folder vanishes mid-run (a removed folder, an unplugged disk): writes to the open
+    frames.jsonl would still succeed into a deleted file, so the writer checks before every frame. Exit 2,
+    one line saying what happened, no traceback, no claim that files hold rows."""
+    import shutil
+
+    out = tmp_path / "unplugged"
+    app = subprocess.Popen([sys.executable, "-m", "app", "--source", str(clips["full"]), "--loop", "--max-frames",
+                            "400", "--model", str(lite_model), "--providers", "cpu", "--headless", "--out", str(out),
+                            "--no-overlay", "--no-progress", "--no-gt"], cwd=REPO, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 120 and app.poll() is None:
+            if (out / "frames.jsonl").is_file() and len((out / "frames.jsonl").read_bytes().splitlines()) >= 3:
+                break
+            time.sleep(0.05)
+        assert app.poll() is None, app.communicate()[1][-2000:]
+        shutil.rmtree(out)
+        _, err = app.communicate(timeout=120)
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.communicate()
+    assert app.returncode == 2, err[-2000:]
+    assert "Traceback" not in err and "removed or unmounted" in err, err[-2000:]
+    assert "holds all" not in err and not out.exists()
+
+
 def test_disk_full_mid_run_is_one_line_and_keeps_complete_outputs(clips, lite_model, tmp_path):
     """A file-size limit (RLIMIT_FSIZE, SIGXFSZ ignored: writes fail with EFBIG like a full disk) stops the
     run part-way: exit 2 with one line, frames.jsonl holds only whole lines and results.npz reads back."""
