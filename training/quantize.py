@@ -6,7 +6,7 @@
 
 Which nodes change: only learned layers, found by the module scopes torch.onnx's dynamo exporter writes
 on every node (`namespace` metadata; `heavy_nodes`): fp16 converts the RGB/depth encoders, the fusion
-MLP and the regressor's MLP and decoders; int8 the last two stages of both encoders. Input normalisation, the
+MLP and the regressor's MLP and decoders; int8 the encoders' last stages. Input normalisation, the
 rotation maths of the regressor and SMPL skinning stay float32: depth in metres would lose 2 mm steps
 at 2.5 m in fp16, and vertices/joints keep full precision.
 
@@ -16,14 +16,16 @@ at 2.5 m in fp16, and vertices/joints keep full precision.
   blocked node reads a graph input (an invalid model, seen with 1.31). Here, heavy-node initialisers
   become fp16, and one Cast is inserted on each tensor crossing the heavy region's border.
 - int8: `onnxruntime.quantization.quantize_static`, QDQ format, per-channel int8 weights, uint8
-  activations (MinMax calibration) on the Conv nodes of the last two stages (layer3, layer4) of both
-  encoders. Everything before them, the fusion MLP and the IEF regressor stay float. Measured on the
+  activations (MinMax calibration) on the Conv nodes of the depth encoder's layer3 + layer4 and the RGB
+  encoder's layer4. Everything before them, the fusion MLP and the IEF regressor stay float. Measured on the
   bundled lite weights (PA-MPJPE of the int8 graph vs the fp32 graph, 64 held-out frames, 32 calibration
   frames), quantising one group alone: depth stem 17.3 mm, depth layer1 27.6, layer2 1.0, layer3 0.6,
   layer4 0.3; RGB stem 3.4, layer1 2.9, layer2 2.0, layer3 1.9, layer4 1.0; fusion 1.3. The depth stem
   reads depth relative to the person in [-1.5, 1.5] m, where 8 bits are 12 mm steps, coarser than the
   body's relief; errors of the groups add up (all of them: 38 mm; all but the depth stem and layer1:
-  5.4 mm; layer3 + layer4 of both: 1.9-2.3 mm, depending on the calibration frames). The regressor's
+  5.4 mm; layer3 + layer4 of both: 1.9-2.5 mm; depth layer3-4 + RGB layer4: 1.4-1.5 mm, depending on
+  the calibration frames). The price: on the 2-core CPU this int8 graph is only ~5-15 % faster than the
+  fp32 one (whole encoders: ~25 %). The regressor's
   iterations feed errors back (13 mm from its Gemms alone on a random network). Dynamic int8 was 2-4x
   slower than fp32 on this CPU (notes/stack.md) and is not offered.
 
@@ -57,8 +59,8 @@ log = logging.getLogger(__name__)
 
 # module scopes (torch.onnx namespace paths below the export wrapper's `net.`) that hold the learned heavy part
 _HEAVY_SCOPE = re.compile(r"^net\.(rgb_encoder|depth_encoder|fusion|regressor\.(mlp|dec_\w+))(\.|$)")
-# int8: the last two stages of each encoder only (per-group sensitivity in the module docstring)
-_INT8_SCOPE = re.compile(r"^net\.(rgb_encoder|depth_encoder)\.(layer3|layer4)(\.|$)")
+# int8: the depth encoder's last two stages and the RGB encoder's last one (per-group sensitivity: module docstring)
+_INT8_SCOPE = re.compile(r"^net\.(rgb_encoder\.layer4|depth_encoder\.(layer3|layer4))(\.|$)")
 _QUANT_OPS = ("Conv", "Gemm", "MatMul")
 
 
