@@ -32,7 +32,6 @@ import contextlib
 import logging
 import os
 import queue
-import signal
 import sys
 import threading
 import time
@@ -41,6 +40,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+
+from app.interrupt import CtrlCRequest
 
 __all__ = ["main", "build_parser", "RecordControl", "ViewerControls", "DEMO_RECORDING", "DEFAULT_MODEL",
            "RECORDINGS_DIR", "EXIT_OK", "EXIT_INPUT", "EXIT_MODEL", "EXIT_INTERRUPTED"]
@@ -344,7 +345,7 @@ def _run_headless(args: argparse.Namespace, source: Any, capture: Any, worker: A
     interrupted = False
     capture.start()
     worker.start()
-    ctrl_c = _CtrlC()
+    ctrl_c = CtrlCRequest()  # the first Ctrl-C finishes the frame being written; a second one raises
     try:
         with ctrl_c:
             while not ctrl_c.requested:
@@ -413,30 +414,6 @@ def _ground_truth(args: argparse.Namespace, source: Any) -> Any:
         raise _CliError(str(exc), EXIT_INPUT) from exc
     _note(f"scoring against {_shown(path)} ({len(truth)} frames of ground truth)")
     return ReplayScore(truth)
-
-
-class _CtrlC:
-    """While active (main thread only), the first Ctrl-C sets `requested` instead of raising, so the frame
-    being written is finished and the outputs stay consistent; a second Ctrl-C raises KeyboardInterrupt."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> "_CtrlC":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
 
 
 def _drain(results: queue.Queue) -> list[tuple[Any, Any]]:

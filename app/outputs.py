@@ -50,14 +50,14 @@ import json
 import logging
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
 from app.results import FrameResult
-from app.results_reader import RESULTS, ResultsError, atomic_write, concat_tables, join_parts, part_name
+from app.results_reader import (PART_PATTERN, RESULTS, ResultsError, atomic_write, concat_tables, join_parts,
+                                part_name, read_part)
 from model.skeleton import SMPL_JOINT_NAMES, SMPL_PARENTS  # torch-free; re-exported for the viewer
 
 __all__ = ["OutputError", "OutputWriter", "BvhStream", "SMPL_JOINT_NAMES", "SMPL_PARENTS", "write_bvh",
@@ -68,7 +68,6 @@ log = logging.getLogger(__name__)
 _CAM_TO_BVH = np.diag([1.0, -1.0, -1.0])  # camera (y down, z forward) -> BVH world (y up, z toward the camera)
 _BVH_UNITS = 100.0                         # metres -> centimetres
 FRAMES, BVH, MESH_DIR = "frames.jsonl", "motion.bvh", "meshes"
-_PART_NAME = re.compile(r"results_\d{3,}\.npz")  # app.results_reader.part_name
 
 
 class OutputError(RuntimeError):
@@ -502,7 +501,7 @@ class OutputWriter:
     def _part_files(self) -> list[Path]:
         if not self.out_dir.is_dir():
             return []
-        return sorted(p for p in self.out_dir.iterdir() if _PART_NAME.fullmatch(p.name))
+        return sorted(p for p in self.out_dir.iterdir() if PART_PATTERN.fullmatch(p.name))
 
     def _check_existing(self) -> None:
         mine = [self.out_dir / RESULTS, self.out_dir / FRAMES, self.out_dir / BVH]
@@ -628,7 +627,7 @@ class OutputWriter:
     def table(self) -> dict[str, np.ndarray]:
         """The results arrays for every frame written so far: the closed parts read back from disk and the
         open part (copies: the caller may change them). Memory: the whole run; meant for tests and tools."""
-        tables = [_read_part(self.part_path(k)) for k in range(self._part)]
+        tables = [read_part(self.part_path(k)) for k in range(self._part)]
         return concat_tables(tables + [{k: v.copy() for k, v in self._arrays().items()}])
 
     def flush(self) -> None:
@@ -705,11 +704,6 @@ class OutputWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def _read_part(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
 
 
 class _Table:

@@ -38,7 +38,7 @@ __all__ = ["ResultsError", "RESULTS", "ROW_KEYS", "part_name", "part_files", "re
 RESULTS = "results.npz"
 ROW_KEYS = ("poses", "betas", "trans", "joints", "cam", "bbox", "valid", "frame_ids", "timestamps_usec", "modes",
             "requested_modes")                       # one entry per frame; every other key is run-wide
-_PART = re.compile(r"results_(\d{3,})\.npz")
+PART_PATTERN = re.compile(r"results_(\d{3,})\.npz")  # a part's file name; group 1: its number
 
 
 class ResultsError(RuntimeError):
@@ -72,7 +72,7 @@ def part_files(out_dir: Union[str, Path]) -> list[Path]:
     found: dict[int, Path] = {}
     if out_dir.is_dir():
         for p in out_dir.iterdir():
-            m = _PART.fullmatch(p.name)
+            m = PART_PATTERN.fullmatch(p.name)
             if m and p.is_file():
                 found[int(m.group(1))] = p
     for k in range(len(found)):
@@ -82,7 +82,8 @@ def part_files(out_dir: Union[str, Path]) -> list[Path]:
     return [found[k] for k in range(len(found))]
 
 
-def _read(path: Path) -> dict[str, np.ndarray]:
+def read_part(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of one results file (a part or results.npz); ResultsError naming it when unreadable."""
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
@@ -113,7 +114,7 @@ def result_files(out_dir: Union[str, Path]) -> list[Path]:
 def iter_parts(out_dir: Union[str, Path]) -> Iterator[dict[str, np.ndarray]]:
     """Yield the table one file at a time, in row order: results.npz alone if present, else each part."""
     for path in result_files(out_dir):
-        table = _read(path)
+        table = read_part(path)
         _check_rows(path, table)
         yield table
 

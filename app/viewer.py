@@ -46,7 +46,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import signal
 import sys
 import threading
 import time
@@ -57,6 +56,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 import numpy as np
 
 from app.frames import RgbdFrame
+from app.interrupt import CtrlCRequest
 from app.results import FrameResult, InputMode
 from app.scene3d import GEOMETRY_NAMES, Scene3D, SceneConfig, SensorView, sensor_view
 
@@ -286,37 +286,6 @@ class ResultFeed:
 CTRL_C_GRACE_S = 2.0
 """A second Ctrl-C this long after the first, with the loop still running, raises KeyboardInterrupt at once."""
 
-class _CtrlCQuits:
-    """While active on the main thread, SIGINT asks the viewer loop to end (`requested`) instead of raising
-    wherever the main thread is (often inside Qt or Open3D C++). See the module docstring."""
-
-    def __init__(self) -> None:
-        self.requested_at: Optional[float] = None
-        self._previous: Any = None
-
-    @property
-    def requested(self) -> bool:
-        return self.requested_at is not None
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        now = time.monotonic()
-        if self.requested_at is None:
-            self.requested_at = now
-        elif now - self.requested_at > CTRL_C_GRACE_S:
-            raise KeyboardInterrupt
-
-    def __enter__(self) -> "_CtrlCQuits":
-        if threading.current_thread() is threading.main_thread() \
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-
-
 def _display_problem() -> Optional[str]:
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return "no display for the viewer window (DISPLAY / WAYLAND_DISPLAY unset); use --headless --out DIR"
@@ -353,7 +322,7 @@ class Viewer:
         self._pending: list[str] = []
         self._view_rig_camera = None
         self._recorder: Any = None
-        self._ctrl_c: Optional[_CtrlCQuits] = None
+        self._ctrl_c: Optional[CtrlCRequest] = None
         self._next_refresh = 0.0
         self._render_ms: Optional[float] = None
         self.plots = None
@@ -491,7 +460,7 @@ class Viewer:
     def run(self) -> ViewerStats:
         """Loop until quit, then close (also on Ctrl-C or an exception, which propagates). Ctrl-C ends the
         loop at its next iteration; after the windows are closed it is raised as KeyboardInterrupt."""
-        with _CtrlCQuits() as ctrl_c:
+        with CtrlCRequest(grace_s=CTRL_C_GRACE_S, only_over_default=True) as ctrl_c:
             self._ctrl_c = ctrl_c
             try:
                 while self.step():

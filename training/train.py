@@ -202,15 +202,16 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False, body: Any = None,
         ckpt = out_dir / "last.pt"
         t0, n_samples = time.perf_counter(), 0
         step, done, stopped = start, start, ""
-        limit = cfg.run.time_limit_s
+        limit, used = cfg.run.time_limit_s, 0.0  # used: fraction of the limit spent after the last step
         for step, batch in zip(range(start, cfg.run.steps), loader):
-            progress = _time_fraction(t0, limit, device, env.world_size) if limit else None
-            scalars = trainer.step(batch, step, progress)
+            scalars = trainer.step(batch, step, used if limit else None)
             n_samples += int(batch["rgb"].shape[0]) * env.world_size
             result.history.append(scalars)
             done = step + 1
-            if limit and _time_fraction(t0, limit, device, env.world_size) >= 1.0 and done < cfg.run.steps:
-                stopped = f"time limit {limit:g} s"
+            if limit:
+                used = _time_fraction(t0, limit, device, env.world_size)
+                if used >= 1.0 and done < cfg.run.steps:
+                    stopped = f"time limit {limit:g} s"
             last = done == cfg.run.steps or bool(stopped)
             if log is not None and (done % cfg.run.log_every == 0 or last):
                 log.log(done, scalars)
