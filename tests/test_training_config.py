@@ -78,6 +78,18 @@ def test_overrides_parse_yaml_values():
         apply_overrides({}, ["run.steps"])
 
 
+def test_exponent_numbers_without_a_dot_are_numbers():
+    # PyYAML (YAML 1.1) reads 1e-3 as the string '1e-3'; `--set optim.lr=1e-3` used to be refused
+    data = apply_overrides({}, ["optim.lr=1e-3", "optim.disc_lr=5E-5"])
+    assert isinstance(data["optim"]["lr"], str)
+    cfg = train_config_from_dict(data)
+    assert cfg.optim.lr == 1e-3 and cfg.optim.disc_lr == 5e-5
+    with pytest.raises(ValueError, match="optim.lr: expected a number"):
+        train_config_from_dict({"optim": {"lr": "1e-3 please"}})
+    with pytest.raises(ValueError, match="run.steps: expected an integer"):
+        train_config_from_dict({"run": {"steps": "1e3"}})
+
+
 @pytest.mark.parametrize("name, preset, size", [("lite.yaml", "lite", 128), ("paper.yaml", "paper", 224),
                                                 ("ablation.yaml", "lite", 64)])
 def test_shipped_configs_load(name, preset, size):
