@@ -16,14 +16,16 @@ and out-of-range values raise ValueError naming the key):
     run:        steps, seed, device, AMP, input streams, logging/checkpoint cadence, out_dir.
     uscg:       training of the USCG (`python -m training.uscg train`).
 
-A source is one synthetic shard folder (`python -m training.synth make`) seen in one way:
+A source is one shard folder (synthetic: `python -m training.synth make`; a real dataset converted by
+`python -m training.datasets.convert`) seen in one way:
 
     {path: data/train, kind: rgbd, labels: kinect_v1_like, smpl_labels: out/v1_uscg.npz, select: [0.0, 0.5]}
 
 kind: 'rgbd' (RGB + depth) or 'rgb' (RGB only: zero depth input, no DRC; the paper's COCO/LSP role).
 labels: what 3D supervision the source exposes besides its 2D keypoints: 'smpl' (ground-truth SMPL,
 AMASS-like), 'kinect_v1_like' / 'kinect_v2_like' (only a skeleton in that convention, see
-training/data.py; SMPL targets then come from `smpl_labels`, the USCG's pseudo labels), or 'none'.
+training/data.py; SMPL targets then come from `smpl_labels`, the USCG's pseudo labels), 'skeleton' (a
+converted real dataset's own stored skeleton, used the same way), or 'none'.
 select: [start, stop) fractions of the folder's samples (disjoint splits of one folder).
 """
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Any
 from model.config import ModelConfig, _build, _check, _merge, config_from_dict, config_to_dict, to_plain
 
 SOURCE_KINDS = ("rgbd", "rgb")
-SOURCE_LABELS = ("smpl", "kinect_v1_like", "kinect_v2_like", "none")
+SOURCE_LABELS = ("smpl", "kinect_v1_like", "kinect_v2_like", "skeleton", "none")
 INPUT_MODES = ("policy", "rgb", "depth")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")

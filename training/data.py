@@ -23,7 +23,8 @@ Sources (see training/config.py): 'rgbd' folders feed both streams; 'rgb' folder
 RGB-only datasets (COCO/LSP role): depth is replaced by zeros and only 2D labels (plus ground-truth SMPL
 if `labels: smpl`) are used. `labels: kinect_v1_like / kinect_v2_like` hides the SMPL ground truth and
 exposes only a skeleton in that convention (`SKELETON_VIEWS`), reproducing the paper's cross-dataset
-problem: different joint placements, units and coordinate frames.
+problem: different joint placements, units and coordinate frames. `labels: skeleton` is the real thing: a
+dataset converted by `python -m training.datasets.convert` (CAD-60) exposes the skeleton it stores.
 
 Flip augmentation mirrors the crop (column j -> S-1-j), the 2D joints (x -> S-1-x in crop pixels, left
 and right swapped), the 3D joints (x -> -x, swapped) and the SMPL pose (`joint_sets.flip_smpl_pose`).
@@ -191,6 +192,19 @@ SKELETON_VIEWS: dict[str, SkeletonView] = {
 }
 
 
+def stored_skeleton_view(folder: str | Path) -> SkeletonView:
+    """The view of the skeletons a converted real dataset stores (`training.datasets.convert`): its joint
+    set, metres, the dataset's own frame (no tilt or offset added, no noise)."""
+    from training.synth.shards import SynthShards
+
+    source = SynthShards(folder).manifest.get("source") or {}
+    joint_set_name = (source.get("skeleton") or {}).get("joint_set")
+    if joint_set_name not in ("kinect_v1", "kinect_v2"):
+        raise ValueError(f"{folder}: the manifest names no stored skeleton (source.skeleton.joint_set); "
+                         f"`labels: skeleton` is for folders written by `python -m training.datasets.convert`")
+    return SkeletonView(str(source.get("dataset", "real")), joint_set_name, 1.0, 0.0, (0.0, 0.0, 0.0), 0.0)
+
+
 def skeleton_view(name: str) -> SkeletonView:
     if name not in SKELETON_VIEWS:
         raise ValueError(f"unknown skeleton view {name!r}; expected one of {sorted(SKELETON_VIEWS)}")
@@ -234,7 +248,8 @@ class SourceArrays:
         return int(self.rgb.shape[1])
 
 
-def _read_folder(folder: Path, select: Sequence[float]) -> dict[str, np.ndarray]:
+def _read_folder(folder: Path, select: Sequence[float], extra: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """The training arrays of samples [select[0], select[1]) of a shard folder; `extra`: more arrays."""
     from training.synth.shards import SynthShards
 
     shards = SynthShards(folder)
@@ -242,13 +257,18 @@ def _read_folder(folder: Path, select: Sequence[float]) -> dict[str, np.ndarray]
     start, stop = int(math.floor(select[0] * n)), int(math.floor(select[1] * n))
     if stop <= start:
         raise ValueError(f"{folder}: select {list(select)} leaves no sample of {n}")
-    keep = ("rgb", "depth_mm", "mask", "betas", "theta", "joints3d", "lsp3d", "lsp2d", "lsp_vis", "index")
+    keep = ("rgb", "depth_mm", "mask", "betas", "theta", "joints3d", "lsp3d", "lsp2d", "lsp_vis", "index", *extra)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in keep}
     first = 0
     for k, entry in enumerate(shards.shards):
         lo, hi = max(start, first), min(stop, first + entry.count)
         if lo < hi:
             arrays = shards.shard(k)
+            absent = [name for name in extra if name not in arrays]
+            if absent:
+                raise ValueError(f"{folder}: {entry.file} has no {absent} arrays; `labels: skeleton` reads the "
+                                 f"skeletons stored by `python -m training.datasets.convert` (synthetic folders: "
+                                 f"use kinect_v1_like / kinect_v2_like)")
             for name in keep:
                 parts[name].append(arrays[name][lo - first:hi - first])
         first += entry.count
@@ -292,7 +312,7 @@ def load_uscg_labels(path: str | Path, index: np.ndarray) -> tuple[np.ndarray, n
 def load_source(src: Any, name: str = "") -> SourceArrays:
     """Load one `training.config.SourceConfig` into memory."""
     folder = Path(src.path)
-    a = _read_folder(folder, src.select)
+    a = _read_folder(folder, src.select, ("skeleton",) if src.labels == "skeleton" else ())
     n = a["index"].shape[0]
     rgbd = src.kind == "rgbd"
     skel24 = canon = None
@@ -301,9 +321,13 @@ def load_source(src: Any, name: str = "") -> SourceArrays:
     betas = a["betas"].astype(np.float32)
     has_smpl = np.ones(n, dtype=bool)
     has_global = np.ones(n, dtype=bool)
-    if src.labels in SKELETON_VIEWS:
-        view = SKELETON_VIEWS[src.labels]
-        skel = view.from_smpl(a["joints3d"], seeds=a["index"])
+    if src.labels in SKELETON_VIEWS or src.labels == "skeleton":
+        if src.labels == "skeleton":
+            view = stored_skeleton_view(folder)
+            skel = a["skeleton"].astype(np.float64)
+        else:
+            view = SKELETON_VIEWS[src.labels]
+            skel = view.from_smpl(a["joints3d"], seeds=a["index"])
         t24, skel_mask = view.smpl_targets(skel)
         skel24, canon = t24.astype(np.float32), view.canonical(skel).astype(np.float32)
         if src.smpl_labels:

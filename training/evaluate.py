@@ -13,7 +13,9 @@ range, and the ground truth to score against:
 - LABELS = smpl (default): the true LSP-14 joints of the rendered body;
 - LABELS = kinect_v1_like / kinect_v2_like: that view's skeleton (training/data.py), scored on the 15
   canonical joints (the predicted SMPL joints' canonical subset), i.e. against the dataset's own
-  annotation with its conventions, as the paper scores PKU-MMD / CAD-60.
+  annotation with its conventions, as the paper scores PKU-MMD / CAD-60;
+- LABELS = skeleton: a real dataset converted by `python -m training.datasets.convert` (CAD-60), scored
+  the same way against the skeleton it stores.
 PA-MPJPE aligns each prediction to its target by a similarity transform (model/metrics.py), so the
 target's frame and units do not matter.
 
@@ -117,10 +119,12 @@ def make_test_set(name: str, folder: str | Path, labels: str = "smpl", select: S
     from training.config import SourceConfig
     from training.data import SKELETON_VIEWS, TrainingData, load_source
 
-    if labels not in ("smpl", *SKELETON_VIEWS):
-        raise ValueError(f"test set {name}: labels must be 'smpl' or one of {sorted(SKELETON_VIEWS)}, got {labels!r}")
+    skeleton_labels = (*SKELETON_VIEWS, "skeleton")
+    if labels not in ("smpl", *skeleton_labels):
+        raise ValueError(f"test set {name}: labels must be 'smpl', 'skeleton' (a converted real dataset) or one "
+                         f"of {sorted(SKELETON_VIEWS)}, got {labels!r}")
     src = load_source(SourceConfig(path=str(folder), kind="rgbd", labels=labels, select=tuple(select)), name=name)
-    return TestSet(name, TrainingData([src], input_size), "skeleton" if labels in SKELETON_VIEWS else "lsp")
+    return TestSet(name, TrainingData([src], input_size), "skeleton" if labels in skeleton_labels else "lsp")
 
 
 # ------------------------------------------------------------------------------------ scoring

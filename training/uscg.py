@@ -5,6 +5,7 @@
         --select 0 0.5 --out runs/uscg/v1_labels.npz
     python -m training.uscg generate --uscg runs/uscg/uscg.pt --pku-mmd 0002-L.txt --out pku_labels.npz
     python -m training.uscg generate --uscg runs/uscg/uscg.pt --cad60 0512164529.txt --out cad_labels.npz
+    python -m training.uscg generate --uscg runs/uscg/uscg.pt --data data/cad60 --view skeleton --out cad60.npz
 
 train: (keypoints, SMPL) pairs made on the fly (paper sec. 3.3, eq. (2)). Body poses come from AMASS
 (`uscg.amass`: a folder of *_poses.npz, read with training/datasets/amass.py) or, without it, from the
@@ -21,7 +22,9 @@ generate: skeletons of a skeleton-only dataset -> canonical joints in metres wit
 pseudo [beta, theta] with the quality gate (PA-MPJPE(J, X(G(J))) <= threshold, paper: 100 mm). Writes
 an npz (index, theta (N,72), betas (N,10), accepted (N,), err_mm (N,), threshold_mm) and prints a
 pass-rate report. For synthetic views, where the truth is known, the report adds the pseudo label's
-error against the true SMPL joints.
+error against the true SMPL joints. `--view skeleton` reads the skeletons a converted real dataset stores
+(`python -m training.datasets.convert`), indexed like its samples, so the npz is that folder's
+`smpl_labels`.
 """
 from __future__ import annotations
 
@@ -231,12 +234,18 @@ def train_uscg(cfg: Any, body: Any = None, resume: bool = False, progress: bool 
 
 # ------------------------------------------------------------------------------------ generate
 def skeletons_from_view(folder: str | Path, view: str, select: Sequence[float] = (0.0, 1.0)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(index (N,), canonical joints (N,15,3) m OpenCV axes, true SMPL joints (N,24,3)) of a synthetic view."""
-    from training.data import _read_folder, skeleton_view
+    """(index (N,), canonical joints (N,15,3) m OpenCV axes, true SMPL joints (N,24,3)) of a synthetic view,
+    or (view 'skeleton') of a converted real dataset's stored skeletons (true joints NaN)."""
+    from training.data import _read_folder, skeleton_view, stored_skeleton_view
 
-    v = skeleton_view(view)
-    a = _read_folder(Path(folder), select)
-    skel = v.from_smpl(a["joints3d"], seeds=a["index"])
+    if view == "skeleton":  # a converted real dataset: its own skeletons, no SMPL truth (NaN)
+        v = stored_skeleton_view(folder)
+        a = _read_folder(Path(folder), select, ("skeleton",))
+        skel = a["skeleton"].astype(np.float64)
+    else:
+        v = skeleton_view(view)
+        a = _read_folder(Path(folder), select)
+        skel = v.from_smpl(a["joints3d"], seeds=a["index"])
     return a["index"].astype(np.int64), v.canonical(skel), a["joints3d"].astype(np.float64)
 
 
@@ -307,7 +316,7 @@ def generate(uscg_path: str | Path, out: str | Path, *, data: str | None = None,
     truth = None
     if data:
         if not view:
-            raise ValueError("--data needs --view (kinect_v1_like or kinect_v2_like)")
+            raise ValueError("--data needs --view (kinect_v1_like, kinect_v2_like, or skeleton for a converted real dataset)")
         index, canon, true_joints = skeletons_from_view(data, view, select)
         name = f"{view} of {data} [{select[0]:g}, {select[1]:g})"
     elif pku_mmd or cad60:
@@ -318,7 +327,7 @@ def generate(uscg_path: str | Path, out: str | Path, *, data: str | None = None,
     if index.size == 0:
         raise ValueError(f"{name}: no skeletons to label")
     labels = generate_labels(uscg, canon, thr)
-    if data:
+    if data and np.isfinite(true_joints).all():
         t = torch.as_tensor(true_joints, dtype=torch.float32)
         p = torch.as_tensor(labels["joints"], dtype=torch.float32)
         truth = pa_mpjpe(p, t).numpy()
@@ -349,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--uscg", required=True, help="state file written by `train`")
     g.add_argument("--out", required=True, help="output .npz")
     g.add_argument("--data", help="synthetic shard folder (with --view)")
-    g.add_argument("--view", default="", help="kinect_v1_like or kinect_v2_like")
+    g.add_argument("--view", default="", help="kinect_v1_like or kinect_v2_like (synthetic), skeleton (a converted real dataset)")
     g.add_argument("--select", nargs=2, type=float, default=(0.0, 1.0), metavar=("START", "STOP"),
                    help="fraction range of the folder's samples")
     g.add_argument("--pku-mmd", help="a PKU-MMD skeleton .txt")

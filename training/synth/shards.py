@@ -332,6 +332,10 @@ class SynthShards:
 
     @property
     def config(self) -> SynthConfig:
+        """The engine config that rendered this set (ShardError for a converted real dataset: it has none)."""
+        if self.manifest.get("config") is None:
+            raise ShardError(f"{self.folder}: not rendered by the synthetic engine (source: "
+                             f"{(self.manifest.get('source') or {}).get('dataset', 'unknown')}), so it has no engine config")
         return config_from_dict(self.manifest["config"])
 
     def __len__(self) -> int:
