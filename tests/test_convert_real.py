@@ -198,3 +198,79 @@ def test_cli(cad_root, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["cad60", "--root", str(tmp_path / "empty"), "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
     assert "not a CAD-60 folder" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ PKU-MMD
+PKU_SKELETON = Path(__file__).parent / "assets" / "datasets" / "pku_mmd" / "skeleton" / "0002-L.txt"
+
+
+@pytest.fixture(scope="module")
+def pku_root(tmp_path_factory) -> Path:
+    """A PKU-MMD folder: the fixture skeleton (body 0 facing the sensor at ~2.5 m), an MJPG RGB video and
+    per-frame depth PNGs, both mirrored like the Kinect SDK's, painted through `kinect_v2_default_rig`:
+    WristLeft red and WristRight green in color, the wrists' depths in the depth frames."""
+    from training.datasets import pku_mmd
+    from training.datasets.convert import kinect_v2_default_rig
+    from training.datasets.joint_sets import KINECT_V2_JOINT_NAMES
+
+    v2 = {n: i for i, n in enumerate(KINECT_V2_JOINT_NAMES)}
+    bones = [("Head", "Neck"), ("Neck", "SpineShoulder"), ("SpineShoulder", "SpineMid"), ("SpineMid", "SpineBase"),
+             *[(f"{a}{s}", f"{b}{s}") for s in ("Left", "Right") for a, b in
+               (("Shoulder", "Elbow"), ("Elbow", "Wrist"), ("Hip", "Knee"), ("Knee", "Ankle"))],
+             ("SpineShoulder", "ShoulderLeft"), ("SpineShoulder", "ShoulderRight"), ("SpineBase", "HipLeft"),
+             ("SpineBase", "HipRight")]
+    rig = kinect_v2_default_rig()
+    root = tmp_path_factory.mktemp("pku")
+    for d in ("skeleton", "rgb", "depth/0002-L"):
+        (root / d).mkdir(parents=True)
+    shutil.copy(PKU_SKELETON, root / "skeleton")
+    seq = pku_mmd.read_pku_mmd_skeleton(PKU_SKELETON)
+    video = cv2.VideoWriter(str(root / "rgb" / "0002-L.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 30, rig.color.size)
+    for t in range(seq.joints.shape[0]):
+        cam = kinect_to_opencv(seq.joints[t, 0])
+        uv_d = rig.depth.project(cam)
+        uv_c = rig.color.project(cam @ rig.depth_to_color.R.T + rig.depth_to_color.t)
+        px = lambda uv, n: (int(round(uv[v2[n], 0])), int(round(uv[v2[n], 1])))  # noqa: E731
+        rgb = np.full((1080, 1920, 3), 90, np.uint8)
+        depth = np.full((424, 512), 4000, np.uint16)
+        for a, b in bones:
+            cv2.line(rgb, px(uv_c, a), px(uv_c, b), (200, 170, 150), 40)
+            cv2.line(depth, px(uv_d, a), px(uv_d, b), int(round(np.median(cam[:, 2]) * 1000)), 12)
+        for n, col in (("WristLeft", RED), ("WristRight", GREEN)):
+            cv2.circle(rgb, px(uv_c, n), 22, col, -1)
+            cv2.circle(depth, px(uv_d, n), 5, int(round(cam[v2[n], 2] * 1000)), -1)
+        video.write(cv2.cvtColor(np.ascontiguousarray(rgb[:, ::-1]), cv2.COLOR_RGB2BGR))  # mirrored, as the SDK
+        cv2.imwrite(str(root / "depth" / "0002-L" / f"{t:05d}.png"), np.ascontiguousarray(depth[:, ::-1]))
+    video.release()
+    return root
+
+
+def test_pku_mmd_conversion_aligns_color_to_depth_and_lands_on_the_wrists(pku_root, tmp_path):
+    from training.datasets.convert import convert_pku_mmd
+
+    m = convert_pku_mmd(pku_root, tmp_path / "pku", ConvertConfig(out_size=128), progress=False)
+    assert m["counts"]["samples"] == 5 and m["source"]["skeleton"]["joint_set"] == "kinect_v2"
+    assert m["source"]["rig_is_default"] is True
+    a = _shard(tmp_path / "pku")
+    for i in range(5):
+        kp, rgb, depth = a["lsp2d"][i], a["rgb"][i], a["depth_mm"][i]
+        for j, color, joint in ((LSP_L_WRIST, RED, 6), (LSP_R_WRIST, GREEN, 10)):  # WristLeft 6, WristRight 10
+            x, y = np.rint(kp[j]).astype(int)
+            assert a["lsp_vis"][i, j]
+            assert np.abs(rgb[y, x].astype(int) - color).max() < 60, (i, j, rgb[y, x])
+            assert abs(int(depth[y, x]) - a["skeleton"][i, joint, 2] * 1000) <= 1.0
+        assert kp[LSP_L_WRIST, 0] > kp[LSP_R_WRIST, 0] + 10  # un-mirrored: the subject's left on the right
+    assert a["frame_id"].tolist() == [0, 1, 2, 3, 4] and len(set(a["sequence"].tolist())) == 1
+
+
+def test_pku_mmd_cli_and_bad_inputs(pku_root, tmp_path, capsys):
+    assert main(["pku_mmd", "--root", str(pku_root), "--out", str(tmp_path / "o"), "--every", "2",
+                 "--no-progress"]) == 0
+    assert "wrote 3 samples" in capsys.readouterr().out
+    assert main(["pku_mmd", "--root", str(tmp_path), "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
+    assert "not a PKU-MMD skeleton folder" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    shutil.copytree(pku_root, bad)
+    cv2.imwrite(str(bad / "depth" / "0002-L" / "00002.png"), np.zeros((424, 512), np.uint8))
+    assert main(["pku_mmd", "--root", str(bad), "--out", str(tmp_path / "o3"), "--no-progress"]) == 2
+    assert "16-bit PNG" in capsys.readouterr().err

@@ -3,6 +3,7 @@ read them exactly like the synthetic folders (`training/synth/shards.py` layout)
 
     python -m training.datasets.convert cad60 --root /data/CAD-60 --out data/cad60 --size 128 --every 3 \
         --sheet data/cad60/sheet.png          # look at the first 8 samples (color, depth, keypoints, mask)
+    python -m training.datasets.convert pku_mmd --root /data/PKU-MMD --out data/pku --every 5 [--rig kv2.json]
 
 What a converted sample holds (S = --size; camera frame = OpenCV axes of the dataset's depth camera):
 - rgb, depth_mm, mask: the square person crop, made by `app.crop` (`box_around` with the app's and the
@@ -24,6 +25,17 @@ per skeleton frame, registered by OpenNI (the depth map is resized to the RGB gr
 the images are mirrored (OpenNI mirror mode) and are flipped back here, so crops look like any camera's
 image and the subject's left is on the image's right when facing the sensor. Pinhole from OpenNI's field
 of view (`cad60.OPENNI_X_TO_Z`): fx = W / 1.122, cx = W / 2 - 0.5 (pixel centres at integers).
+
+PKU-MMD (`training/datasets/pku_mmd.py`): per sequence `<root>/skeleton/<name>.txt`, the RGB video
+`<root>/rgb/<name>.avi` (1920x1080) and the depth frames `<root>/depth/<name>/*.png` (512x424, 16-bit mm;
+folder names overridable), skeleton line t = video frame t = the t-th depth PNG; body 0 is converted.
+The Kinect v2's color and depth cameras are not registered and the release ships no calibration: the
+color frame is aligned to the depth grid by `calibration.align.ColorToDepthAligner` (the app's aligner)
+through an `RgbdRig` - `--rig RIG.json` (`calibration.rig.RgbdRig.save` format) with the sensor's own
+calibration, else `kinect_v2_default_rig()`, typical Kinect v2 values (depth fx 365.5 px, color fx
+1081.4 px, color camera 52 mm to the depth camera's right, no distortion): expect a few pixels of color
+misregistration without a real calibration. Both image streams are taken as mirrored (Kinect SDK 2) and
+flipped back (`--not-mirrored` if a release is not). Check the result with `--sheet`.
 """
 from __future__ import annotations
 
@@ -37,11 +49,13 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from calibration.errors import CalibrationError
 from training.datasets.joint_sets import (FRAME_KINECT, DatasetFormatError, joint_set, kinect_to_opencv,
                                           smpl_correspondence)
 
 __all__ = ["RealFrame", "ConvertConfig", "lsp_from_skeleton", "person_mask", "frame_to_arrays",
-           "cad60_frames", "convert_frames", "convert_cad60", "write_sheet", "REAL_ARRAYS"]
+           "cad60_frames", "convert_frames", "convert_cad60", "kinect_v2_default_rig", "pku_mmd_frames",
+           "convert_pku_mmd", "write_sheet", "REAL_ARRAYS"]
 
 # arrays a converted shard holds besides `training.synth.shards.SHARD_ARRAYS`
 REAL_ARRAYS = ("skeleton", "skeleton_conf", "sequence", "frame_id")
@@ -225,6 +239,91 @@ def cad60_frames(root: str | Path, every: int = 1, stats: dict | None = None) ->
                             frame_id=int(frame_ids[t]))
 
 
+# ------------------------------------------------------------------------------------------------ PKU-MMD
+def kinect_v2_default_rig():
+    """`RgbdRig` with typical Kinect v2 values for images flipped back to a pinhole view (no distortion):
+    depth 512x424, fx = fy = 365.5 px; color 1920x1080, fx = fy = 1081.4 px; the color camera 52 mm to
+    the depth camera's right (OpenCV x), axes parallel. A stand-in for the sensor's own calibration."""
+    from calibration.intrinsics import CameraIntrinsics
+    from calibration.rig import Extrinsics, RgbdRig
+
+    depth = CameraIntrinsics(512, 424, 365.5, 365.5, 255.5, 211.5)
+    color = CameraIntrinsics(1920, 1080, 1081.4, 1081.4, 959.5, 539.5)
+    return RgbdRig(depth=depth, color=color, depth_to_color=Extrinsics(np.eye(3), np.array([-0.052, 0.0, 0.0])))
+
+
+def _pku_sequences(skeleton_dir: Path) -> list[Path]:
+    files = sorted(skeleton_dir.glob("*.txt"))
+    if not files:
+        raise FileNotFoundError(f"{skeleton_dir}: no skeleton .txt files: not a PKU-MMD skeleton folder "
+                                f"(expected <name>.txt, e.g. 0002-L.txt; see --skeleton-dir)")
+    return files
+
+
+def pku_mmd_frames(root: str | Path, every: int = 1, rig=None, mirrored: bool = True,
+                   skeleton_dir: str = "skeleton", rgb_dir: str = "rgb", depth_dir: str = "depth",
+                   stats: dict | None = None) -> Iterator[RealFrame]:
+    """Every `every`-th frame with a tracked body 0 of every PKU-MMD sequence under `root` whose RGB
+    video and depth frames exist, color aligned to the depth grid (see the module docstring)."""
+    import cv2
+
+    from calibration.align import ColorToDepthAligner
+    from training.datasets.pku_mmd import find_pku_mmd_media, read_pku_mmd_skeleton
+
+    root = Path(root)
+    stats = {} if stats is None else stats
+    rig = kinect_v2_default_rig() if rig is None else rig
+    aligner = ColorToDepthAligner(rig)
+    (wd, hd), (wc, hc) = rig.depth.size, rig.color.size
+    for skel_path in _pku_sequences(root / skeleton_dir):
+        name = skel_path.stem
+        media = find_pku_mmd_media(name, root / rgb_dir, root / depth_dir)
+        if media.rgb_video is None or not media.depth_frames:
+            stats["sequences without rgb video or depth frames"] = stats.get("sequences without rgb video or depth frames", 0) + 1
+            continue
+        seq = read_pku_mmd_skeleton(skel_path)
+        video = cv2.VideoCapture(str(media.rgb_video))
+        if not video.isOpened():
+            raise DatasetFormatError(media.rgb_video, "OpenCV cannot open this video")
+        try:
+            n = min(seq.joints.shape[0], len(media.depth_frames))
+            for t in range(n):
+                ok, bgr = video.read()
+                if not ok:
+                    stats["video shorter than the skeleton"] = stats.get("video shorter than the skeleton", 0) + 1
+                    break
+                if t % every or not seq.valid[t, 0]:
+                    continue
+                depth = cv2.imread(str(media.depth_frames[t]), cv2.IMREAD_UNCHANGED)
+                if depth is None or depth.dtype != np.uint16 or depth.shape != (hd, wd):
+                    got = "unreadable" if depth is None else f"{depth.dtype} {depth.shape[::-1]}"
+                    raise DatasetFormatError(media.depth_frames[t], f"depth must be a {wd}x{hd} 16-bit PNG in mm "
+                                                                    f"(the rig's depth size), got {got}")
+                if bgr.shape[:2] != (hc, wc):
+                    raise DatasetFormatError(media.rgb_video, f"frames are {bgr.shape[1]}x{bgr.shape[0]}, the rig's "
+                                                              f"color camera is {wc}x{hc}")
+                if mirrored:
+                    bgr, depth = bgr[:, ::-1], depth[:, ::-1]
+                depth = np.ascontiguousarray(depth)
+                aligned, _valid = aligner(np.ascontiguousarray(bgr), depth)
+                skeleton = seq.joints[t, 0]
+                yield RealFrame(rgb=cv2.cvtColor(aligned, cv2.COLOR_BGR2RGB), depth_m=depth.astype(np.float32) / 1000.0,
+                                K=rig.depth.K, skeleton=skeleton, joints_cv=kinect_to_opencv(skeleton),
+                                conf=np.ones(skeleton.shape[0]), joint_set="kinect_v2",
+                                sequence=_sequence_number(name), frame_id=t)
+        finally:
+            video.release()
+
+
+def _sequence_number(name: str) -> int:
+    """An int64 id of a PKU-MMD sequence name: digits of the name, then the view (L=1, M=2, R=3)."""
+    from training.datasets.pku_mmd import parse_pku_mmd_name
+
+    seq, view = parse_pku_mmd_name(name + ".txt")
+    digits = "".join(ch for ch in seq if ch.isdigit())
+    return int(digits or 0) * 10 + "LMR".index(view) + 1
+
+
 # ------------------------------------------------------------------------------------------------ writer
 @dataclass
 class _Writer:
@@ -348,25 +447,52 @@ def convert_cad60(root: str | Path, out: str | Path, cfg: ConvertConfig = Conver
                           stats, progress)
 
 
+def convert_pku_mmd(root: str | Path, out: str | Path, cfg: ConvertConfig = ConvertConfig(), rig=None,
+                    mirrored: bool = True, dirs: tuple[str, str, str] = ("skeleton", "rgb", "depth"),
+                    progress: bool = True) -> dict:
+    """PKU-MMD folder -> shard folder (see the module docstring); returns the manifest."""
+    stats: dict = {}
+    used = kinect_v2_default_rig() if rig is None else rig
+    frames = pku_mmd_frames(root, cfg.every, used, mirrored, *dirs, stats=stats)
+    return convert_frames(frames, out, cfg, {"dataset": "pku_mmd", "root": str(root), "mirrored_input": mirrored,
+                                             "registration": "calibration.align.ColorToDepthAligner",
+                                             "rig": used.to_dict(), "rig_is_default": rig is None},
+                          stats, progress)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.datasets.convert", description=__doc__.split("\n\n")[0],
                                 epilog="Then train with `{path: OUT, kind: rgbd, labels: skeleton, smpl_labels: "
                                        "USCG.npz}` and evaluate with `--test NAME=OUT:skeleton`.")
-    p.add_argument("dataset", choices=["cad60"], help="which dataset layout ROOT holds")
-    p.add_argument("--root", required=True, help="the dataset folder (CAD-60: the one holding data1/ .. data4/)")
+    p.add_argument("dataset", choices=["cad60", "pku_mmd"], help="which dataset layout ROOT holds")
+    p.add_argument("--root", required=True, help="the dataset folder (CAD-60: the one holding data1/ .. data4/; "
+                                                 "PKU-MMD: the one holding the three folders below)")
     p.add_argument("--out", required=True, help="output shard folder")
     p.add_argument("--size", type=int, default=ConvertConfig.out_size, help="crop side in px (default %(default)s)")
     p.add_argument("--every", type=int, default=1, help="keep every n-th frame (default %(default)s)")
     p.add_argument("--max-frames", type=int, default=0, help="stop after this many samples (0 = all)")
+    p.add_argument("--rig", default="", help="PKU-MMD: the Kinect v2's calibration as an RgbdRig JSON "
+                                             "(default: typical values, see kinect_v2_default_rig)")
+    p.add_argument("--not-mirrored", action="store_true", help="PKU-MMD: the images are not mirrored")
+    p.add_argument("--skeleton-dir", default="skeleton", help="PKU-MMD: skeleton folder under ROOT (%(default)s)")
+    p.add_argument("--rgb-dir", default="rgb", help="PKU-MMD: RGB video folder under ROOT (%(default)s)")
+    p.add_argument("--depth-dir", default="depth", help="PKU-MMD: depth frame folders under ROOT (%(default)s)")
     p.add_argument("--sheet", default="", help="also draw the first 8 samples into this PNG")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
         cfg = ConvertConfig(out_size=args.size, every=args.every, max_frames=args.max_frames)
-        m = convert_cad60(args.root, args.out, cfg, progress=not args.no_progress)
+        if args.dataset == "cad60":
+            m = convert_cad60(args.root, args.out, cfg, progress=not args.no_progress)
+        else:
+            from calibration.rig import RgbdRig
+
+            rig = RgbdRig.load(args.rig) if args.rig else None
+            m = convert_pku_mmd(args.root, args.out, cfg, rig, not args.not_mirrored,
+                                (args.skeleton_dir, args.rgb_dir, args.depth_dir), progress=not args.no_progress)
         if args.sheet:
             write_sheet(args.out, args.sheet)
-    except (FileNotFoundError, ValueError, DatasetFormatError) as exc:
+    except (FileNotFoundError, ValueError, DatasetFormatError, CalibrationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     c = m["counts"]
