@@ -274,3 +274,33 @@ def test_pku_mmd_cli_and_bad_inputs(pku_root, tmp_path, capsys):
     cv2.imwrite(str(bad / "depth" / "0002-L" / "00002.png"), np.zeros((424, 512), np.uint8))
     assert main(["pku_mmd", "--root", str(bad), "--out", str(tmp_path / "o3"), "--no-progress"]) == 2
     assert "16-bit PNG" in capsys.readouterr().err
+
+
+def test_the_paper_chain_on_a_converted_folder(converted, tmp_path):
+    """convert -> `uscg generate --view skeleton` -> a `labels: skeleton` source with those pseudo labels
+    -> one training step with Lsmpl on them."""
+    import torch
+
+    from model.body import BodyModel
+    from model.network import build_uscg
+    from training.config import SourceConfig, train_config_from_dict
+    from training.data import TrainingData, collate, load_source
+    from training.loop import Trainer
+    from training.uscg import generate, save_uscg
+
+    folder = converted[0]
+    body = BodyModel.from_file(Path(__file__).parents[1] / "assets" / "body" / "open_body_neutral.npz")
+    cfg = train_config_from_dict({"model": {"preset": "lite", "input_size": 64, "uscg": {"n_layers": 4, "hidden": 64}},
+                                  "run": {"steps": 2}})
+    torch.manual_seed(0)
+    save_uscg(tmp_path / "u.pt", build_uscg(cfg.model, body), None, 0, cfg, body)
+    summary = generate(tmp_path / "u.pt", tmp_path / "cad.npz", data=str(folder), view="skeleton",
+                       threshold_mm=1e6, body=body, verbose=False)
+    assert summary["n"] == 3 and summary["accepted"] == 3
+    src = load_source(SourceConfig(path=str(folder), kind="rgbd", labels="skeleton",
+                                   smpl_labels=str(tmp_path / "cad.npz")))
+    assert src.has_smpl.all() and not src.has_global.any()
+    assert np.allclose(src.theta, np.load(tmp_path / "cad.npz")["theta"])
+    batch = collate([TrainingData([src], 64)[(i, 0)] for i in range(3)])
+    scalars = Trainer(cfg, body, "cpu").step(batch, 0)
+    assert np.isfinite(scalars["loss"]) and scalars["loss_smpl"] > 0
