@@ -112,7 +112,7 @@ def test_cli_prints_the_paper_layout(fixture, capsys):
     assert out[4].split() == ["D", "25.00", "-"]
     assert out[5].split() == ["RGB-D", "25.00", "-"]
     code = main(["--checkpoint", str(ckpt), "--test", f"PKU={folder}:kinect_v9", "--body", str(root / "toy.npz")])
-    assert code == 2 and "labels must be 'smpl' or one of" in capsys.readouterr().err
+    assert code == 2 and "labels must be 'smpl', 'skeleton'" in capsys.readouterr().err
 
 
 def test_modes_reach_the_network(fixture, tmp_path):
