@@ -45,7 +45,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -66,14 +66,14 @@ class RealFrame:
     """One frame of a real RGB-D dataset, ready to crop.
 
     rgb (H, W, 3) uint8 RGB; depth_m (H, W) float32 metres on the same pixel grid (0 = no reading);
-    K (3, 3) pinhole of that grid (OpenCV: pixel centres at integers); skeleton (J, 3) metres in the
+    camera: `calibration.intrinsics.CameraIntrinsics` of that grid; skeleton (J, 3) metres in the
     dataset's frame; joints_cv (J, 3) the same joints in the camera frame with OpenCV axes; conf (J,)
     tracker confidence (> 0 = tracked); joint_set: 'kinect_v1' or 'kinect_v2'; sequence, frame_id: ids.
     """
 
     rgb: np.ndarray
     depth_m: np.ndarray
-    K: np.ndarray
+    camera: Any
     skeleton: np.ndarray
     joints_cv: np.ndarray
     conf: np.ndarray
@@ -112,11 +112,6 @@ def lsp_from_skeleton(joint_set_name: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array([k for k, _ in pairs], np.int64), np.array([s for _, s in pairs], np.int64)
 
 
-def _project(K: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    z = np.where(pts[:, 2] > 1e-6, pts[:, 2], np.nan)
-    return np.stack([K[0, 0] * pts[:, 0] / z + K[0, 2], K[1, 1] * pts[:, 1] / z + K[1, 2]], axis=-1)
-
-
 def person_mask(depth_m: np.ndarray, uv: np.ndarray, z: np.ndarray, K: np.ndarray, band_m: float) -> np.ndarray:
     """(H, W) bool: valid depth pixels inside the tracked joints' box (widened by 0.2 m at the person's
     depth, 0.25 m above for the head) whose depth lies within `band_m` of the joints' depth range.
@@ -141,14 +136,14 @@ def frame_to_arrays(frame: RealFrame, cfg: ConvertConfig) -> tuple[dict[str, np.
 
     h, w = frame.depth_m.shape
     S = cfg.out_size
-    uv_all = _project(frame.K, frame.joints_cv)
-    inside = np.all(np.isfinite(uv_all), axis=1) & (uv_all[:, 0] >= -0.5) & (uv_all[:, 0] <= w - 0.5) \
+    uv_all, projected = frame.camera.project_with_mask(frame.joints_cv)
+    inside = projected & (uv_all[:, 0] >= -0.5) & (uv_all[:, 0] <= w - 0.5) \
         & (uv_all[:, 1] >= -0.5) & (uv_all[:, 1] <= h - 0.5)
     tracked = (frame.conf > 0) & (frame.joints_cv[:, 2] > 0.1) & inside
     if int(tracked.sum()) < cfg.min_joints:
         return None, "too few tracked joints in the image"
     uv, z = uv_all[tracked], frame.joints_cv[tracked, 2]
-    mask = person_mask(frame.depth_m, uv, z, frame.K, cfg.depth_band_m)
+    mask = person_mask(frame.depth_m, uv, z, frame.camera.K, cfg.depth_band_m)
     lo, hi = uv.min(axis=0), uv.max(axis=0)
     if mask.any():
         ys, xs = np.nonzero(mask)
@@ -173,7 +168,7 @@ def frame_to_arrays(frame: RealFrame, cfg: ConvertConfig) -> tuple[dict[str, np.
         "joints2d": np.full((24, 2), np.nan, np.float32), "lsp2d": lsp2d,
         "joints_vis": np.zeros(24, bool), "lsp_vis": vis,
         "crop_box": np.array([box.x0, box.y0, box.side, S], np.float32), "bbox": bbox,
-        "K": frame.K.astype(np.float32), "dist": np.zeros(8, np.float32),
+        "K": frame.camera.K.astype(np.float32), "dist": frame.camera.opencv_dist_coeffs()[:8].astype(np.float32),
         "depth_mode": np.int8(0), "color_resolution": np.int8(0),
         "skeleton": frame.skeleton.astype(np.float32), "skeleton_conf": frame.conf.astype(np.float32),
         "sequence": np.int64(frame.sequence), "frame_id": np.int64(frame.frame_id),
@@ -181,12 +176,12 @@ def frame_to_arrays(frame: RealFrame, cfg: ConvertConfig) -> tuple[dict[str, np.
 
 
 # ------------------------------------------------------------------------------------------------ CAD-60
-def cad60_intrinsics(width: int, height: int) -> np.ndarray:
-    """(3, 3) pinhole of a CAD-60 image of width x height after un-mirroring (see the module docstring)."""
+def cad60_camera(width: int, height: int):
+    """`CameraIntrinsics` (pinhole) of a CAD-60 image of width x height after un-mirroring (module docstring)."""
+    from calibration.intrinsics import CameraIntrinsics
     from training.datasets.cad60 import OPENNI_X_TO_Z, OPENNI_Y_TO_Z
 
-    return np.array([[width / OPENNI_X_TO_Z, 0.0, width / 2 - 0.5],
-                     [0.0, height / OPENNI_Y_TO_Z, height / 2 - 0.5], [0.0, 0.0, 1.0]])
+    return CameraIntrinsics(width, height, width / OPENNI_X_TO_Z, height / OPENNI_Y_TO_Z, width / 2 - 0.5, height / 2 - 0.5)
 
 
 def _cad60_sequences(root: Path) -> list[tuple[Path, str]]:
@@ -234,7 +229,7 @@ def cad60_frames(root: str | Path, every: int = 1, stats: dict | None = None) ->
             skeleton = seq.joints[t, 0]
             conf = seq.confidence[t, 0] if seq.confidence is not None else np.ones(skeleton.shape[0])
             yield RealFrame(rgb=np.ascontiguousarray(rgb[:, ::-1]), depth_m=np.ascontiguousarray(depth[:, ::-1]),
-                            K=cad60_intrinsics(w, h), skeleton=skeleton, joints_cv=kinect_to_opencv(skeleton),
+                            camera=cad60_camera(w, h), skeleton=skeleton, joints_cv=kinect_to_opencv(skeleton),
                             conf=conf, joint_set="kinect_v1", sequence=int(skel_path.stem),
                             frame_id=int(frame_ids[t]))
 
@@ -308,7 +303,7 @@ def pku_mmd_frames(root: str | Path, every: int = 1, rig=None, mirrored: bool = 
                 aligned, _valid = aligner(np.ascontiguousarray(bgr), depth)
                 skeleton = seq.joints[t, 0]
                 yield RealFrame(rgb=cv2.cvtColor(aligned, cv2.COLOR_BGR2RGB), depth_m=depth.astype(np.float32) / 1000.0,
-                                K=rig.depth.K, skeleton=skeleton, joints_cv=kinect_to_opencv(skeleton),
+                                camera=rig.depth, skeleton=skeleton, joints_cv=kinect_to_opencv(skeleton),
                                 conf=np.ones(skeleton.shape[0]), joint_set="kinect_v2",
                                 sequence=_sequence_number(name), frame_id=t)
         finally:
