@@ -45,8 +45,9 @@ def random_batch(batch: int, size: int, seed: int = 0) -> dict[str, torch.Tensor
 
 
 def bench_preset(preset: str, batch: int, steps: int, warmup: int, device: str, body: torch.nn.Module,
-                 input_size: int | None = None) -> dict[str, float]:
-    """Time `steps` Trainer steps of `preset` on `device`; returns samples/s (median, best) and step ms."""
+                 input_size: int | None = None, contiguous: bool = False) -> dict[str, float]:
+    """Time `steps` Trainer steps of `preset` on `device`; returns samples/s (median, best) and step ms.
+    contiguous=True undoes the Trainer's channels-last memory format on the CPU (for the comparison)."""
     from training.config import train_config_from_dict
     from training.loop import Trainer
 
@@ -57,6 +58,9 @@ def bench_preset(preset: str, batch: int, steps: int, warmup: int, device: str, 
                                   "run": {"steps": warmup + steps, "device": device}})
     torch.manual_seed(0)
     trainer = Trainer(cfg, body.to(device), torch.device(device))
+    if contiguous and trainer.channels_last:
+        trainer.model.to(memory_format=torch.contiguous_format)
+        trainer.channels_last = False
     b = random_batch(batch, cfg.model.input_size)
     times = []
     for i in range(warmup + steps):
@@ -70,7 +74,8 @@ def bench_preset(preset: str, batch: int, steps: int, warmup: int, device: str, 
             times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     return {"samples_per_s": batch / med, "best_samples_per_s": batch / min(times), "step_ms": 1000 * med,
-            "input_size": cfg.model.input_size, "amp": str(trainer.amp_dtype).replace("torch.", "")}
+            "input_size": cfg.model.input_size, "amp": str(trainer.amp_dtype).replace("torch.", ""),
+            "memory": "channels-last" if trainer.channels_last else "contiguous"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     p.add_argument("--devices", nargs="+", default=None, help="cpu and/or cuda (default: cpu, plus cuda if present)")
     p.add_argument("--body", default=None, help="body model file (default: the open body asset)")
+    p.add_argument("--compare-memory-format", action="store_true",
+                   help="CPU: also time each preset with contiguous (NCHW) tensors and print the ratio")
     args = p.parse_args(argv)
     from model.body import DEFAULT_BODY_PATH, BodyModel
 
@@ -97,14 +104,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"body {body.model_id} ({body.num_vertices} vertices), torch {torch.__version__}, "
           f"{torch.get_num_threads()} CPU threads"
           + (f", {torch.cuda.get_device_name(0)}" if "cuda" in devices else ""))
-    print("| preset | device | input | batch | AMP | step (ms) | samples/s (median) | samples/s (best) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| preset | device | input | batch | AMP | memory | step (ms) | samples/s (median) | samples/s (best) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    ratios = []
     for dev in devices:
         for preset in args.presets:
             batch = args.batch or (40 if dev == "cuda" else 32 if preset == "lite" else 8)
-            r = bench_preset(preset, batch, args.steps, args.warmup, dev, body, args.input_size or None)
-            print(f"| {preset} | {dev} | {r['input_size']} | {batch} | {r['amp']} | {r['step_ms']:.0f} | "
-                  f"{r['samples_per_s']:.1f} | {r['best_samples_per_s']:.1f} |", flush=True)
+            runs = [False, True] if args.compare_memory_format and dev == "cpu" else [False]
+            rates = []
+            for contiguous in runs:
+                r = bench_preset(preset, batch, args.steps, args.warmup, dev, body, args.input_size or None, contiguous)
+                rates.append(r["samples_per_s"])
+                print(f"| {preset} | {dev} | {r['input_size']} | {batch} | {r['amp']} | {r['memory']} | "
+                      f"{r['step_ms']:.0f} | {r['samples_per_s']:.1f} | {r['best_samples_per_s']:.1f} |", flush=True)
+            if len(rates) == 2:
+                ratios.append(f"{preset}: channels-last / contiguous = {rates[0] / rates[1]:.2f}x")
+    for line in ratios:
+        print(line)
     return 0
 
 
