@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from training.datasets import cad60
-from training.datasets.convert import ConvertConfig, convert_cad60, lsp_from_skeleton, main
+from training.datasets.convert import ConvertConfig, convert_cad60, lsp_from_joint_set, main
 from training.datasets.joint_sets import KINECT_V1_JOINT_NAMES, kinect_to_opencv, to_canonical
 
 ASSETS = Path(__file__).parent / "assets" / "datasets" / "cad60" / "data1"
@@ -78,7 +78,7 @@ def _shard(folder: Path) -> dict[str, np.ndarray]:
 
 
 def test_lsp_partners_of_the_kinect_v1_skeleton():
-    lsp, sk = lsp_from_skeleton("kinect_v1")
+    lsp, sk = lsp_from_joint_set("kinect_v1")
     pairs = dict(zip(lsp.tolist(), sk.tolist()))
     assert LSP_HEAD_TOP not in pairs and len(pairs) == 13
     assert pairs[LSP_L_WRIST] == V1["LEFT_HAND"] and pairs[LSP_R_WRIST] == V1["RIGHT_HAND"]
@@ -304,3 +304,78 @@ def test_the_paper_chain_on_a_converted_folder(converted, tmp_path):
     batch = collate([TrainingData([src], 64)[(i, 0)] for i in range(3)])
     scalars = Trainer(cfg, body, "cpu").step(batch, 0)
     assert np.isfinite(scalars["loss"]) and scalars["loss_smpl"] > 0
+
+
+# ------------------------------------------------------------------------------------------------ COCO / LSP
+DATASETS = Path(__file__).parent / "assets" / "datasets"
+
+
+def _paint_wrists(h: int, w: int, left: np.ndarray, right: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """An RGB image: grey, a skin-coloured blob over the keypoints, the subject's left wrist red, right green."""
+    rgb = np.full((h, w, 3), 90, np.uint8)
+    for p in pts:
+        cv2.circle(rgb, (int(round(p[0])), int(round(p[1]))), 6, (200, 170, 150), -1)
+    cv2.circle(rgb, (int(round(left[0])), int(round(left[1]))), 7, RED, -1)
+    cv2.circle(rgb, (int(round(right[0])), int(round(right[1]))), 7, GREEN, -1)
+    return rgb
+
+
+def test_coco_people_become_rgb_only_samples(tmp_path):
+    from training.config import SourceConfig
+    from training.data import load_source
+    from training.datasets.coco import read_coco_keypoints
+    from training.datasets.convert import convert_coco
+
+    ann = DATASETS / "coco" / "person_keypoints_tiny.json"
+    coco = read_coco_keypoints(ann)
+    images = tmp_path / "images"
+    images.mkdir()
+    for image in coco.images.values():  # COCO: 9 = left_wrist, 10 = right_wrist
+        people = [p for p in coco.people if p.image_id == image.id]
+        main_p = max(people, key=lambda p: p.num_keypoints)
+        rgb = _paint_wrists(image.height, image.width, main_p.keypoints[9], main_p.keypoints[10],
+                            main_p.keypoints[main_p.visibility > 0])
+        cv2.imwrite(str(images / image.file_name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    m = convert_coco(ann, images, tmp_path / "coco", progress=False)
+    assert m["source"]["kind"] == "rgb" and "skeleton" not in m["source"]
+    a = _shard(tmp_path / "coco")
+    kept = [p for p in coco.people if p.num_keypoints >= 6]
+    assert a["frame_id"].tolist() == [p.id for p in kept]           # 9002 (4 keypoints) is skipped
+    assert m["counts"]["skipped"] == {"too few labelled keypoints": 1}
+    for i, p in enumerate(kept):
+        assert not a["lsp_vis"][i, 12] and not a["lsp_vis"][i, LSP_HEAD_TOP]   # no neck / head top in COCO
+        for j, coco_j, color in ((LSP_L_WRIST, 9, RED), (LSP_R_WRIST, 10, GREEN)):
+            assert a["lsp_vis"][i, j] == (p.visibility[coco_j] > 0)
+            if a["lsp_vis"][i, j]:
+                x, y = np.rint(a["lsp2d"][i, j]).astype(int)
+                assert np.abs(a["rgb"][i, y, x].astype(int) - color).max() < 50, (p.id, j, a["rgb"][i, y, x])
+    assert not a["depth_mm"].any() and np.isnan(a["K"]).all()
+    src = load_source(SourceConfig(path=str(tmp_path / "coco"), kind="rgb", labels="none"))
+    assert src.depth_mm is None and not src.has_smpl.any() and len(src) == len(kept)
+
+
+def test_lsp_images_become_rgb_only_samples(tmp_path):
+    from training.datasets.convert import convert_lsp
+    from training.datasets.lsp import read_lsp_joints
+
+    mat = DATASETS / "lsp" / "joints.mat"
+    ann = read_lsp_joints(mat, tmp_path / "images")
+    (tmp_path / "images").mkdir()
+    for i, path in enumerate(ann.image_paths):
+        kp = ann.joints[i] - 1.0  # MATLAB 1-based
+        h, w = int(kp[:, 1].max() + 60), int(kp[:, 0].max() + 60)
+        rgb = _paint_wrists(h, w, kp[LSP_L_WRIST], kp[LSP_R_WRIST], kp)
+        cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    m = convert_lsp(mat, tmp_path / "images", tmp_path / "lsp", progress=False)
+    a = _shard(tmp_path / "lsp")
+    assert m["counts"]["samples"] == len(ann.image_paths) == a["rgb"].shape[0]
+    for i in range(a["rgb"].shape[0]):
+        assert a["lsp_vis"][i].all()  # original LSP: occluded joints are annotated too
+        for j, color in ((LSP_L_WRIST, RED), (LSP_R_WRIST, GREEN)):
+            x, y = np.rint(a["lsp2d"][i, j]).astype(int)
+            assert np.abs(a["rgb"][i, y, x].astype(int) - color).max() < 50
+
+
+def test_rgb_datasets_need_annotations_on_the_cli(tmp_path, capsys):
+    assert main(["coco", "--root", str(tmp_path), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "needs --annotations" in capsys.readouterr().err

@@ -1,9 +1,12 @@
-"""Real RGB-D datasets -> training shards, so `training.train`, `training.evaluate` and `training.uscg`
+"""Real datasets (RGB-D and RGB-only) -> training shards, so `training.train`, `training.evaluate` and `training.uscg`
 read them exactly like the synthetic folders (`training/synth/shards.py` layout).
 
     python -m training.datasets.convert cad60 --root /data/CAD-60 --out data/cad60 --size 128 --every 3 \
         --sheet data/cad60/sheet.png          # look at the first 8 samples (color, depth, keypoints, mask)
     python -m training.datasets.convert pku_mmd --root /data/PKU-MMD --out data/pku --every 5 [--rig kv2.json]
+    python -m training.datasets.convert coco --root /data/coco/train2017 \
+        --annotations /data/coco/annotations/person_keypoints_train2017.json --out data/coco   (RGB only)
+    python -m training.datasets.convert lsp --root /data/lsp/images --annotations /data/lsp/joints.mat --out data/lsp
 
 What a converted sample holds (S = --size; camera frame = OpenCV axes of the dataset's depth camera):
 - rgb, depth_mm, mask: the square person crop, made by `app.crop` (`box_around` with the app's and the
@@ -36,6 +39,10 @@ calibration, else `kinect_v2_default_rig()`, typical Kinect v2 values (depth fx 
 1081.4 px, color camera 52 mm to the depth camera's right, no distortion): expect a few pixels of color
 misregistration without a real calibration. Both image streams are taken as mirrored (Kinect SDK 2) and
 flipped back (`--not-mirrored` if a release is not). Check the result with `--sheet`.
+
+COCO / LSP (RGB only, the paper's other half: train with `kind: rgb, labels: none`): one sample per
+annotated person, cropped around COCO's person box or LSP's keypoint box; LSP keypoints only (COCO has no
+neck or head top: those are not labelled); depth and mask zeros, no camera (K NaN), no 3D truth.
 """
 from __future__ import annotations
 
@@ -53,9 +60,10 @@ from calibration.errors import CalibrationError
 from training.datasets.joint_sets import (FRAME_KINECT, DatasetFormatError, joint_set, kinect_to_opencv,
                                           smpl_correspondence)
 
-__all__ = ["RealFrame", "ConvertConfig", "lsp_from_skeleton", "person_mask", "frame_to_arrays",
+__all__ = ["RealFrame", "ConvertConfig", "lsp_from_joint_set", "person_mask", "frame_to_arrays",
            "cad60_frames", "convert_frames", "convert_cad60", "kinect_v2_default_rig", "pku_mmd_frames",
-           "convert_pku_mmd", "write_sheet", "REAL_ARRAYS"]
+           "convert_pku_mmd", "RgbFrame", "rgb_frame_to_arrays", "coco_frames", "lsp_frames", "convert_coco",
+           "convert_lsp", "write_sheet", "REAL_ARRAYS"]
 
 # arrays a converted shard holds besides `training.synth.shards.SHARD_ARRAYS`
 REAL_ARRAYS = ("skeleton", "skeleton_conf", "sequence", "frame_id")
@@ -102,9 +110,12 @@ class ConvertConfig:
             raise ValueError(f"bad convert settings: {self}")
 
 
-def lsp_from_skeleton(joint_set_name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(LSP joint indices (K,), skeleton joint indices (K,)): the LSP joints that share an SMPL partner
-    with a joint of `joint_set_name`, and that joint. LSP's head_top never has one."""
+def lsp_from_joint_set(joint_set_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(LSP joint indices (K,), joint indices (K,) in `joint_set_name`): the LSP joints that share an SMPL
+    partner with a joint of that set (a skeleton's or COCO's), and that joint. LSP's head_top never has one
+    (except in LSP itself: the identity)."""
+    if joint_set_name == "lsp":
+        return np.arange(14, dtype=np.int64), np.arange(14, dtype=np.int64)
     lsp_partner = joint_set("lsp").smpl_index
     src, dst, _ = smpl_correspondence(joint_set_name)
     by_smpl = {int(d): int(s) for s, d in zip(src, dst)}
@@ -154,7 +165,7 @@ def frame_to_arrays(frame: RealFrame, cfg: ConvertConfig) -> tuple[dict[str, np.
     bbox = np.array([*lo, *hi], np.float32)
     box = box_around(bbox, S, cfg.crop_margin)
     depth_mm = np.clip(np.rint(frame.depth_m * 1000.0), 0, 65535).astype(np.uint16)
-    lsp_idx, sk_idx = lsp_from_skeleton(frame.joint_set)
+    lsp_idx, sk_idx = lsp_from_joint_set(frame.joint_set)
     lsp2d = np.full((14, 2), np.nan, np.float32)
     lsp2d[lsp_idx] = box.source_to_crop(uv_all[sk_idx])
     vis = np.zeros(14, bool)
@@ -319,6 +330,116 @@ def _sequence_number(name: str) -> int:
     return int(digits or 0) * 10 + "LMR".index(view) + 1
 
 
+# ------------------------------------------------------------------------------------------------ RGB only
+@dataclass
+class RgbFrame:
+    """One annotated person in an RGB-only dataset (the paper's COCO / LSP role).
+
+    rgb (H, W, 3) uint8 RGB; lsp2d (14, 2) px, pixel centres at integers (NaN = not labelled); labelled
+    (14,) bool (positions usable for L2d); box (4,) x0, y0, x1, y1 px, the person; image_id, person_id: ids.
+    """
+
+    rgb: np.ndarray
+    lsp2d: np.ndarray
+    labelled: np.ndarray
+    box: np.ndarray
+    image_id: int
+    person_id: int
+
+
+def rgb_frame_to_arrays(frame: RgbFrame, cfg: ConvertConfig) -> tuple[dict[str, np.ndarray] | None, str]:
+    """One RGB-only person -> (shard arrays of one sample (no `index`), '') or (None, why skipped). Depth
+    and mask are zeros, the camera unknown (K NaN), no 3D truth; train with `kind: rgb, labels: none`."""
+    from app.crop import box_around, crop_color
+
+    S = cfg.out_size
+    if int(frame.labelled.sum()) < cfg.min_joints:
+        return None, "too few labelled keypoints"
+    x0, y0, x1, y1 = (float(v) for v in frame.box)
+    if not (x1 > x0 and y1 > y0):
+        return None, "empty person box"
+    box = box_around(frame.box, S, cfg.crop_margin)
+    lsp2d = np.where(frame.labelled[:, None], box.source_to_crop(frame.lsp2d), np.nan).astype(np.float32)
+    vis = frame.labelled & np.all((lsp2d >= -0.5) & (lsp2d <= S - 0.5), axis=1)
+    nan = np.float32(np.nan)
+    return {
+        "rgb": crop_color(frame.rgb, box), "depth_mm": np.zeros((S, S), np.uint16), "mask": np.zeros((S, S), bool),
+        "betas": np.zeros(10, np.float32), "theta": np.zeros(72, np.float32), "transl": np.full(3, nan),
+        "joints3d": np.full((24, 3), nan), "lsp3d": np.full((14, 3), nan), "joints2d": np.full((24, 2), nan),
+        "lsp2d": lsp2d, "joints_vis": np.zeros(24, bool), "lsp_vis": vis,
+        "crop_box": np.array([box.x0, box.y0, box.side, S], np.float32), "bbox": np.asarray(frame.box, np.float32),
+        "K": np.full((3, 3), nan), "dist": np.zeros(8, np.float32),
+        "depth_mode": np.int8(0), "color_resolution": np.int8(0),
+        "sequence": np.int64(frame.image_id), "frame_id": np.int64(frame.person_id),
+    }, ""
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    import cv2
+
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DatasetFormatError(path, "not a readable image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def coco_frames(annotations: str | Path, image_dir: str | Path, stats: dict | None = None) -> Iterator[RgbFrame]:
+    """Every non-crowd person of a COCO person-keypoints file whose image exists under `image_dir`. LSP
+    keypoints: COCO's 12 limb joints (labelled = COCO v > 0); neck and head_top are not labelled. The
+    person box is COCO's `bbox`."""
+    from training.datasets.coco import read_coco_keypoints
+
+    stats = {} if stats is None else stats
+    coco = read_coco_keypoints(annotations, image_dir)
+    lsp_idx, coco_idx = lsp_from_joint_set("coco")
+    by_image: dict[int, list] = {}
+    for person in coco.people:
+        by_image.setdefault(person.image_id, []).append(person)
+    for image_id in sorted(by_image):
+        image = coco.images[image_id]
+        people = [p for p in by_image[image_id] if not p.iscrowd]
+        if len(people) < len(by_image[image_id]):
+            stats["crowd regions"] = stats.get("crowd regions", 0) + len(by_image[image_id]) - len(people)
+        if not people:
+            continue
+        if image.path is None or not image.path.is_file():
+            stats["missing images"] = stats.get("missing images", 0) + len(people)
+            continue
+        rgb = _read_rgb(image.path)
+        for p in people:
+            lsp2d = np.full((14, 2), np.nan)
+            labelled = np.zeros(14, bool)
+            lsp2d[lsp_idx] = p.keypoints[coco_idx]
+            labelled[lsp_idx] = p.visibility[coco_idx] > 0
+            x, y, w, h = p.bbox
+            yield RgbFrame(rgb=rgb, lsp2d=lsp2d, labelled=labelled, box=np.array([x, y, x + w, y + h]),
+                           image_id=image_id, person_id=p.id)
+
+
+def lsp_frames(joints_mat: str | Path, image_dir: str | Path, stats: dict | None = None) -> Iterator[RgbFrame]:
+    """Every image of an LSP / LSPET `joints.mat` that exists under `image_dir` (MATLAB 1-based pixel
+    coordinates moved to 0-based centres). Labelled: every joint in LSP (occluded joints are annotated
+    too), the visible ones in LSPET (others may be guesses). The person box: the keypoints' box, 10 %
+    wider each side and 10 % longer at the feet (LSP's head_top already bounds the head)."""
+    from training.datasets.lsp import LAYOUT_LSP, read_lsp_joints
+
+    stats = {} if stats is None else stats
+    ann = read_lsp_joints(joints_mat, image_dir)
+    for i, path in enumerate(ann.image_paths or ()):
+        if not path.is_file():
+            stats["missing images"] = stats.get("missing images", 0) + 1
+            continue
+        kp = ann.joints[i] - 1.0
+        labelled = np.ones(14, bool) if ann.layout == LAYOUT_LSP else ann.visible[i].copy()
+        pts = kp[labelled] if labelled.any() else kp
+        (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+        w, h = x1 - x0, y1 - y0
+        yield RgbFrame(rgb=_read_rgb(path), lsp2d=kp, labelled=labelled,
+                       box=np.array([x0 - 0.1 * w, y0, x1 + 0.1 * w, y1 + 0.1 * h]), image_id=i + 1, person_id=0)
+
+
 # ------------------------------------------------------------------------------------------------ writer
 @dataclass
 class _Writer:
@@ -348,10 +469,11 @@ class _Writer:
         self.pending = []
 
 
-def convert_frames(frames: Iterator[RealFrame], out: str | Path, cfg: ConvertConfig, source: dict,
-                   stats: dict | None = None, progress: bool = True) -> dict:
-    """Crop and label `frames` into the shard folder `out` (replaces the shards of an earlier
-    conversion there); returns the manifest. `source`: what to record about the dataset."""
+def convert_frames(frames: Iterator[RealFrame] | Iterator[RgbFrame], out: str | Path, cfg: ConvertConfig,
+                   source: dict, stats: dict | None = None, progress: bool = True) -> dict:
+    """Crop and label `frames` (RGB-D `RealFrame`s or RGB-only `RgbFrame`s) into the shard folder `out`
+    (replaces the shards of an earlier conversion there); returns the manifest. `source`: what to record
+    about the dataset."""
     from training.synth.shards import FORMAT, MANIFEST, SHARD_ARRAYS, VERSION
 
     out = Path(out)
@@ -365,9 +487,11 @@ def convert_frames(frames: Iterator[RealFrame], out: str | Path, cfg: ConvertCon
     bar = _progress(progress)
     try:
         for frame in frames:
-            if set_name is None:
-                set_name = frame.joint_set
-            arrays, why = frame_to_arrays(frame, cfg)
+            if isinstance(frame, RgbFrame):
+                arrays, why = rgb_frame_to_arrays(frame, cfg)
+            else:
+                set_name = set_name or frame.joint_set
+                arrays, why = frame_to_arrays(frame, cfg)
             if arrays is None:
                 stats[why] = stats.get(why, 0) + 1
                 continue
@@ -383,13 +507,14 @@ def convert_frames(frames: Iterator[RealFrame], out: str | Path, cfg: ConvertCon
     arrays_meta = {k: {"dtype": d, "shape": ["N", *shape]} for k, (d, shape) in SHARD_ARRAYS.items()}
     manifest = {
         "format": FORMAT, "version": VERSION, "out_size": cfg.out_size, "config": None,
-        "source": {**source, "skeleton": {"joint_set": set_name, "frame": FRAME_KINECT, "units": "m"},
+        "source": {**source, **({"skeleton": {"joint_set": set_name, "frame": FRAME_KINECT, "units": "m"}}
+                                if set_name else {}),
                    "convert": {"crop_margin": cfg.crop_margin, "every": cfg.every, "depth_band_m": cfg.depth_band_m,
                                "min_joints": cfg.min_joints}},
         "counts": {"samples": writer.count, "shards": len(writer.shards),
                    "skipped": dict(sorted(stats.items()))},
-        "arrays": {**arrays_meta, "skeleton": {"dtype": "float32", "shape": ["N", "J", 3]},
-                   "skeleton_conf": {"dtype": "float32", "shape": ["N", "J"]},
+        "arrays": {**arrays_meta, **({"skeleton": {"dtype": "float32", "shape": ["N", "J", 3]},
+                                      "skeleton_conf": {"dtype": "float32", "shape": ["N", "J"]}} if set_name else {}),
                    "sequence": {"dtype": "int64", "shape": ["N"]}, "frame_id": {"dtype": "int64", "shape": ["N"]}},
         "shards": writer.shards,
     }
@@ -455,13 +580,31 @@ def convert_pku_mmd(root: str | Path, out: str | Path, cfg: ConvertConfig = Conv
                           stats, progress)
 
 
+def convert_coco(annotations: str | Path, image_dir: str | Path, out: str | Path,
+                 cfg: ConvertConfig = ConvertConfig(min_joints=6), progress: bool = True) -> dict:
+    """COCO person keypoints -> RGB-only shard folder (see `coco_frames`); returns the manifest."""
+    stats: dict = {}
+    return convert_frames(coco_frames(annotations, image_dir, stats), out, cfg,
+                          {"dataset": "coco", "kind": "rgb", "annotations": str(annotations)}, stats, progress)
+
+
+def convert_lsp(joints_mat: str | Path, image_dir: str | Path, out: str | Path,
+                cfg: ConvertConfig = ConvertConfig(), progress: bool = True) -> dict:
+    """LSP / LSPET joints.mat + images -> RGB-only shard folder (see `lsp_frames`); returns the manifest."""
+    stats: dict = {}
+    return convert_frames(lsp_frames(joints_mat, image_dir, stats), out, cfg,
+                          {"dataset": "lsp", "kind": "rgb", "annotations": str(joints_mat)}, stats, progress)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.datasets.convert", description=__doc__.split("\n\n")[0],
                                 epilog="Then train with `{path: OUT, kind: rgbd, labels: skeleton, smpl_labels: "
                                        "USCG.npz}` and evaluate with `--test NAME=OUT:skeleton`.")
-    p.add_argument("dataset", choices=["cad60", "pku_mmd"], help="which dataset layout ROOT holds")
+    p.add_argument("dataset", choices=["cad60", "pku_mmd", "coco", "lsp"], help="which dataset layout ROOT holds")
     p.add_argument("--root", required=True, help="the dataset folder (CAD-60: the one holding data1/ .. data4/; "
-                                                 "PKU-MMD: the one holding the three folders below)")
+                                                 "PKU-MMD: the one holding the three folders below; COCO / LSP: "
+                                                 "the image folder, e.g. val2017/ or images/)")
+    p.add_argument("--annotations", default="", help="COCO: person_keypoints_*.json; LSP: joints.mat")
     p.add_argument("--out", required=True, help="output shard folder")
     p.add_argument("--size", type=int, default=ConvertConfig.out_size, help="crop side in px (default %(default)s)")
     p.add_argument("--every", type=int, default=1, help="keep every n-th frame (default %(default)s)")
@@ -477,8 +620,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         cfg = ConvertConfig(out_size=args.size, every=args.every, max_frames=args.max_frames)
+        if args.dataset in ("coco", "lsp") and not args.annotations:
+            raise ValueError(f"{args.dataset} needs --annotations (COCO: person_keypoints_*.json; LSP: joints.mat)")
         if args.dataset == "cad60":
             m = convert_cad60(args.root, args.out, cfg, progress=not args.no_progress)
+        elif args.dataset == "coco":
+            cfg = ConvertConfig(out_size=args.size, every=1, max_frames=args.max_frames, min_joints=6)
+            m = convert_coco(args.annotations, args.root, args.out, cfg, progress=not args.no_progress)
+        elif args.dataset == "lsp":
+            m = convert_lsp(args.annotations, args.root, args.out, cfg, progress=not args.no_progress)
         else:
             from calibration.rig import RgbdRig
 
