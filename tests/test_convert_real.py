@@ -195,6 +195,12 @@ def test_cli(cad_root, tmp_path, capsys):
                  "--sheet", str(sheet)]) == 0
     assert "wrote 2 samples" in capsys.readouterr().out
     assert cv2.imread(str(sheet)).shape[0] > 256
+    before = sorted(p.name for p in (tmp_path / "o").iterdir())
+    assert main(["cad60", "--root", str(cad_root), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    assert "already holds a data set" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == before  # nothing deleted
+    assert main(["cad60", "--root", str(cad_root), "--out", str(tmp_path / "o"), "--no-progress", "--overwrite"]) == 0
+    assert "wrote 3 samples" in capsys.readouterr().out
     (tmp_path / "empty").mkdir()
     assert main(["cad60", "--root", str(tmp_path / "empty"), "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
     assert "not a CAD-60 folder" in capsys.readouterr().err

@@ -470,17 +470,19 @@ class _Writer:
 
 
 def convert_frames(frames: Iterator[RealFrame] | Iterator[RgbFrame], out: str | Path, cfg: ConvertConfig,
-                   source: dict, stats: dict | None = None, progress: bool = True) -> dict:
-    """Crop and label `frames` (RGB-D `RealFrame`s or RGB-only `RgbFrame`s) into the shard folder `out`
-    (replaces the shards of an earlier conversion there); returns the manifest. `source`: what to record
-    about the dataset."""
+                   source: dict, stats: dict | None = None, progress: bool = True, overwrite: bool = False) -> dict:
+    """Crop and label `frames` (RGB-D `RealFrame`s or RGB-only `RgbFrame`s) into the shard folder `out`;
+    returns the manifest. `source`: what to record about the dataset. A folder that already holds a data
+    set (manifest or shards) is refused unless `overwrite` (then its shards and manifest are replaced)."""
     from training.synth.shards import FORMAT, MANIFEST, SHARD_ARRAYS, VERSION
 
     out = Path(out)
+    old = sorted(out.glob("shard-*.npz")) + ([out / MANIFEST] if (out / MANIFEST).exists() else [])
+    if old and not overwrite:
+        raise FileExistsError(f"{out} already holds a data set ({len(old)} files); pass --overwrite to replace it")
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("shard-*.npz"):
-        old.unlink()
-    (out / MANIFEST).unlink(missing_ok=True)
+    for f in old:
+        f.unlink()
     stats = {} if stats is None else stats
     writer = _Writer(out, cfg.shard_size)
     set_name = None
@@ -558,18 +560,18 @@ def _progress(enabled: bool):
 
 
 def convert_cad60(root: str | Path, out: str | Path, cfg: ConvertConfig = ConvertConfig(),
-                  progress: bool = True) -> dict:
+                  progress: bool = True, overwrite: bool = False) -> dict:
     """CAD-60 folder -> shard folder (see the module docstring); returns the manifest."""
     stats: dict = {}
     frames = cad60_frames(root, cfg.every, stats)
     return convert_frames(frames, out, cfg, {"dataset": "cad60", "root": str(root), "mirrored_input": True,
                                              "registration": "OpenNI (depth resized to the RGB grid)"},
-                          stats, progress)
+                          stats, progress, overwrite)
 
 
 def convert_pku_mmd(root: str | Path, out: str | Path, cfg: ConvertConfig = ConvertConfig(), rig=None,
                     mirrored: bool = True, dirs: tuple[str, str, str] = ("skeleton", "rgb", "depth"),
-                    progress: bool = True) -> dict:
+                    progress: bool = True, overwrite: bool = False) -> dict:
     """PKU-MMD folder -> shard folder (see the module docstring); returns the manifest."""
     stats: dict = {}
     used = kinect_v2_default_rig() if rig is None else rig
@@ -577,23 +579,26 @@ def convert_pku_mmd(root: str | Path, out: str | Path, cfg: ConvertConfig = Conv
     return convert_frames(frames, out, cfg, {"dataset": "pku_mmd", "root": str(root), "mirrored_input": mirrored,
                                              "registration": "calibration.align.ColorToDepthAligner",
                                              "rig": used.to_dict(), "rig_is_default": rig is None},
-                          stats, progress)
+                          stats, progress, overwrite)
 
 
 def convert_coco(annotations: str | Path, image_dir: str | Path, out: str | Path,
-                 cfg: ConvertConfig = ConvertConfig(min_joints=6), progress: bool = True) -> dict:
+                 cfg: ConvertConfig = ConvertConfig(min_joints=6), progress: bool = True,
+                 overwrite: bool = False) -> dict:
     """COCO person keypoints -> RGB-only shard folder (see `coco_frames`); returns the manifest."""
     stats: dict = {}
     return convert_frames(coco_frames(annotations, image_dir, stats), out, cfg,
-                          {"dataset": "coco", "kind": "rgb", "annotations": str(annotations)}, stats, progress)
+                          {"dataset": "coco", "kind": "rgb", "annotations": str(annotations)}, stats, progress,
+                          overwrite)
 
 
 def convert_lsp(joints_mat: str | Path, image_dir: str | Path, out: str | Path,
-                cfg: ConvertConfig = ConvertConfig(), progress: bool = True) -> dict:
+                cfg: ConvertConfig = ConvertConfig(), progress: bool = True, overwrite: bool = False) -> dict:
     """LSP / LSPET joints.mat + images -> RGB-only shard folder (see `lsp_frames`); returns the manifest."""
     stats: dict = {}
     return convert_frames(lsp_frames(joints_mat, image_dir, stats), out, cfg,
-                          {"dataset": "lsp", "kind": "rgb", "annotations": str(joints_mat)}, stats, progress)
+                          {"dataset": "lsp", "kind": "rgb", "annotations": str(joints_mat)}, stats, progress,
+                          overwrite)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -616,6 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rgb-dir", default="rgb", help="PKU-MMD: RGB video folder under ROOT (%(default)s)")
     p.add_argument("--depth-dir", default="depth", help="PKU-MMD: depth frame folders under ROOT (%(default)s)")
     p.add_argument("--sheet", default="", help="also draw the first 8 samples into this PNG")
+    p.add_argument("--overwrite", action="store_true", help="replace a data set already in OUT")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -623,21 +629,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dataset in ("coco", "lsp") and not args.annotations:
             raise ValueError(f"{args.dataset} needs --annotations (COCO: person_keypoints_*.json; LSP: joints.mat)")
         if args.dataset == "cad60":
-            m = convert_cad60(args.root, args.out, cfg, progress=not args.no_progress)
+            m = convert_cad60(args.root, args.out, cfg, progress=not args.no_progress, overwrite=args.overwrite)
         elif args.dataset == "coco":
             cfg = ConvertConfig(out_size=args.size, every=1, max_frames=args.max_frames, min_joints=6)
-            m = convert_coco(args.annotations, args.root, args.out, cfg, progress=not args.no_progress)
+            m = convert_coco(args.annotations, args.root, args.out, cfg, progress=not args.no_progress,
+                             overwrite=args.overwrite)
         elif args.dataset == "lsp":
-            m = convert_lsp(args.annotations, args.root, args.out, cfg, progress=not args.no_progress)
+            m = convert_lsp(args.annotations, args.root, args.out, cfg, progress=not args.no_progress,
+                            overwrite=args.overwrite)
         else:
             from calibration.rig import RgbdRig
 
             rig = RgbdRig.load(args.rig) if args.rig else None
             m = convert_pku_mmd(args.root, args.out, cfg, rig, not args.not_mirrored,
-                                (args.skeleton_dir, args.rgb_dir, args.depth_dir), progress=not args.no_progress)
+                                (args.skeleton_dir, args.rgb_dir, args.depth_dir), progress=not args.no_progress,
+                                overwrite=args.overwrite)
         if args.sheet:
             write_sheet(args.out, args.sheet)
-    except (FileNotFoundError, ValueError, DatasetFormatError, CalibrationError) as exc:
+    except (FileNotFoundError, FileExistsError, ValueError, DatasetFormatError, CalibrationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     c = m["counts"]
