@@ -91,7 +91,7 @@ def test_exponent_numbers_without_a_dot_are_numbers():
 
 
 @pytest.mark.parametrize("name, preset, size", [("lite.yaml", "lite", 128), ("paper.yaml", "paper", 224),
-                                                ("ablation.yaml", "lite", 64)])
+                                                ("paper_real.yaml", "paper", 224), ("ablation.yaml", "lite", 64)])
 def test_shipped_configs_load(name, preset, size):
     cfg = load_train_config(CONFIGS / name)
     assert cfg.model.name == preset and cfg.model.input_size == size
