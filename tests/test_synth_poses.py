@@ -2,8 +2,10 @@
 import numpy as np
 import pytest
 
+from training.datasets.joint_sets import flip_smpl_pose as flip_theta
+
 from training.synth.poses import (JOINT_LIMITS, MOTIONS, NUM_JOINTS, POSE_TEMPLATES, PoseSamplerConfig,
-                                  clamp_to_limits, euler_to_theta, flip_euler, flip_theta, motion_program,
+                                  clamp_to_limits, euler_to_theta, flip_euler, motion_program,
                                   sample_body_euler, sample_body_poses, scripted_motion, theta_to_euler)
 
 

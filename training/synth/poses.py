@@ -24,6 +24,8 @@ from typing import Callable
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from training.datasets.joint_sets import flip_permutation
+
 NUM_JOINTS = 24
 
 # (joint index, name, (xmin, xmax), (ymin, ymax), (zmin, zmax)) — Euler XYZ radians, SMPL conventions.
@@ -59,8 +61,8 @@ for _j, _box in JOINT_LIMITS.items():
     _LIMIT_LO[_j] = [b[0] for b in _box]
     _LIMIT_HI[_j] = [b[1] for b in _box]
 
-# Left/right joint permutation of SMPL's 24 joints (for mirroring poses).
-SMPL_FLIP_PERM = np.array([0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10, 12, 14, 13, 15, 17, 16, 19, 18, 21, 20, 23, 22])
+# Left/right joint permutation of SMPL's 24 joints (for mirroring poses): the datasets' one.
+SMPL_FLIP_PERM = flip_permutation("smpl")
 
 
 def euler_to_theta(euler: np.ndarray) -> np.ndarray:
@@ -84,17 +86,6 @@ def clamp_to_limits(euler: np.ndarray) -> np.ndarray:
     out = np.array(euler, dtype=np.float64, copy=True)
     out[..., 1:, :] = np.clip(out[..., 1:, :], _LIMIT_LO[1:], _LIMIT_HI[1:])
     return out
-
-
-def flip_theta(theta: np.ndarray) -> np.ndarray:
-    """Mirror poses left<->right across the body's sagittal (YZ) plane. theta: (..., 72) axis-angle.
-
-    Mirroring X negates the y and z components of every axis-angle vector and swaps left/right joints.
-    """
-    theta = np.asarray(theta, dtype=np.float64)
-    aa = theta.reshape(theta.shape[:-1] + (NUM_JOINTS, 3))[..., SMPL_FLIP_PERM, :].copy()
-    aa[..., 1:] *= -1.0
-    return aa.reshape(theta.shape)
 
 
 # --------------------------------------------------------------------------------------------------
