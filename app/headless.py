@@ -41,6 +41,7 @@ from app.results import STAGES, FrameResult, InputMode
 from app.scene3d import MODE_COLORS, check_faces, skeleton_edges
 from calibration.intrinsics import CameraIntrinsics
 from calibration.rig import Extrinsics, RgbdRig
+from model.geometry import vertex_normals
 
 __all__ = ["MODE_LABELS", "OverlayStyle", "OverlayRenderer", "HeadlessRenderer", "HeadlessOutputs",
            "HeadlessError", "vertex_normals"]
@@ -75,19 +76,6 @@ class OverlayStyle:
             raise ValueError(f"mesh_alpha and ambient must be in [0, 1], got {self.mesh_alpha}, {self.ambient}")
         if not 0 < self.depth_range_m[0] < self.depth_range_m[1]:
             raise ValueError(f"depth_range_m must be (near, far) with 0 < near < far, got {self.depth_range_m}")
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals (V, 3) float32 of a mesh (vertices (V, 3), faces (F, 3))."""
-    v = np.asarray(vertices, dtype=np.float32)
-    tri = v[faces]
-    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    n = np.zeros_like(v)
-    for k in range(3):
-        for axis in range(3):
-            n[:, axis] += np.bincount(faces[:, k], weights=fn[:, axis], minlength=len(v))[:len(v)]
-    length = np.linalg.norm(n, axis=1, keepdims=True)
-    return n / np.maximum(length, 1e-12)
 
 
 def _bgr(rgb: tuple[float, float, float]) -> np.ndarray:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model.geometry import vertex_normals
+
 # body_pose (23 joints x 3, axis-angle, radians) in SMPL's convention: index = SMPL joint - 1.
 _J = {name: i for i, name in enumerate((
     "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2", "left_ankle", "right_ankle",
@@ -78,16 +80,6 @@ def orthographic_rays(view: View, centre: np.ndarray, spec: PanelSpec) -> np.nda
     origins = centre + X[..., None] * r + Y[..., None] * u - 5.0 * f
     dirs = np.broadcast_to(f, origins.shape)
     return np.concatenate([origins, dirs], axis=-1).astype(np.float32)
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """(V, 3) unit area-weighted vertex normals of a triangle mesh."""
-    tri = vertices[faces]
-    fn = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    vn = np.zeros_like(vertices)
-    for k in range(3):
-        np.add.at(vn, faces[:, k], fn)
-    return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-12)
 
 
 def render_panel(vertices: np.ndarray, faces: np.ndarray, joints: np.ndarray, parents: list[int],

@@ -32,6 +32,7 @@ import numpy as np
 
 from calibration.intrinsics import CameraIntrinsics
 from calibration.rig import RgbdRig
+from model.geometry import vertex_normals
 from training.synth.appearance import linear_to_srgb
 from training.synth.scene import Lighting, SensorPose, TriangleSoup
 
@@ -106,17 +107,6 @@ def rig_cameras(rig: RgbdRig) -> RigCameras:
             _RIG_CACHE.pop(next(iter(_RIG_CACHE)))
         _RIG_CACHE[key] = cams
     return cams
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted vertex normals (N, 3) float32, unit length (zero for unused vertices)."""
-    v = np.asarray(vertices, dtype=np.float64)
-    f = np.asarray(faces)
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    idx = f.ravel()
-    vn = np.stack([np.bincount(idx, weights=np.repeat(fn[:, c], 3), minlength=len(v)) for c in range(3)], axis=1)
-    n = np.linalg.norm(vn, axis=1, keepdims=True)
-    return (vn / np.where(n > 0, n, 1.0)).astype(np.float32)
 
 
 @dataclass
