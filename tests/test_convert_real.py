@@ -280,6 +280,10 @@ def test_pku_mmd_cli_and_bad_inputs(pku_root, tmp_path, capsys):
     cv2.imwrite(str(bad / "depth" / "0002-L" / "00002.png"), np.zeros((424, 512), np.uint8))
     assert main(["pku_mmd", "--root", str(bad), "--out", str(tmp_path / "o3"), "--no-progress"]) == 2
     assert "16-bit PNG" in capsys.readouterr().err
+    shutil.rmtree(bad / "depth" / "0002-L")  # a release with depth videos only
+    (bad / "depth" / "0002-L.avi").write_bytes(b"")
+    assert main(["pku_mmd", "--root", str(bad), "--out", str(tmp_path / "o4"), "--no-progress"]) == 2
+    assert "depth only as a video (not supported" in capsys.readouterr().err
 
 
 def test_the_paper_chain_on_a_converted_folder(converted, tmp_path):

@@ -285,7 +285,10 @@ def pku_mmd_frames(root: str | Path, every: int = 1, rig=None, mirrored: bool = 
         name = skel_path.stem
         media = find_pku_mmd_media(name, root / rgb_dir, root / depth_dir)
         if media.rgb_video is None or not media.depth_frames:
-            stats["sequences without rgb video or depth frames"] = stats.get("sequences without rgb video or depth frames", 0) + 1
+            why = ("depth only as a video (not supported: use the per-frame 16-bit PNG release)"
+                   if media.depth_video is not None and media.rgb_video is not None and not media.depth_frames
+                   else "sequences without rgb video or depth frames")
+            stats[why] = stats.get(why, 0) + 1
             continue
         seq = read_pku_mmd_skeleton(skel_path)
         video = cv2.VideoCapture(str(media.rgb_video))
