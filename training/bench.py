@@ -47,7 +47,7 @@ def random_batch(batch: int, size: int, seed: int = 0) -> dict[str, torch.Tensor
 def bench_preset(preset: str, batch: int, steps: int, warmup: int, device: str, body: torch.nn.Module,
                  input_size: int | None = None, contiguous: bool = False) -> dict[str, float]:
     """Time `steps` Trainer steps of `preset` on `device`; returns samples/s (median, best) and step ms.
-    contiguous=True undoes the Trainer's channels-last memory format on the CPU (for the comparison)."""
+    contiguous=True: the Trainer without its CPU default of channels-last tensors (for the comparison)."""
     from training.config import train_config_from_dict
     from training.loop import Trainer
 
@@ -57,10 +57,7 @@ def bench_preset(preset: str, batch: int, steps: int, warmup: int, device: str, 
     cfg = train_config_from_dict({"model": model, "data": {"batch_size": batch, "prior_size": 1024},
                                   "run": {"steps": warmup + steps, "device": device}})
     torch.manual_seed(0)
-    trainer = Trainer(cfg, body.to(device), torch.device(device))
-    if contiguous and trainer.channels_last:
-        trainer.model.to(memory_format=torch.contiguous_format)
-        trainer.channels_last = False
+    trainer = Trainer(cfg, body.to(device), torch.device(device), channels_last=False if contiguous else None)
     b = random_batch(batch, cfg.model.input_size)
     times = []
     for i in range(warmup + steps):

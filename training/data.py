@@ -52,7 +52,7 @@ from training.datasets.joint_sets import (CANONICAL_JOINT_NAMES, flip_permutatio
                                           kinect_to_opencv, smpl_correspondence, to_canonical)
 
 __all__ = [
-    "SkeletonView", "SKELETON_VIEWS", "SourceArrays", "TrainingData", "MixedBatchSampler", "StepBatches",
+    "SkeletonView", "SKELETON_VIEWS", "SKELETON_LABELS", "read_skeleton_source", "SourceArrays", "TrainingData", "MixedBatchSampler", "StepBatches",
     "collate", "load_source", "write_procedural_shards", "CANONICAL_FLIP",
 ]
 
@@ -205,6 +205,24 @@ def stored_skeleton_view(folder: str | Path) -> SkeletonView:
     return SkeletonView(str(source.get("dataset", "real")), joint_set_name, 1.0, 0.0, (0.0, 0.0, 0.0), 0.0)
 
 
+SKELETON_LABELS = (*SKELETON_VIEWS, "skeleton")
+"""Source labels that expose a skeleton: the synthetic views, and 'skeleton' (a converted real dataset's own)."""
+
+
+def read_skeleton_source(folder: str | Path, labels: str, select: Sequence[float] = (0.0, 1.0)
+                         ) -> tuple[dict[str, np.ndarray], SkeletonView, np.ndarray]:
+    """(`_read_folder` arrays, the view, skeletons (N, J, 3) in the view's units) of a folder seen with
+    skeleton `labels` (one of SKELETON_LABELS): stored skeletons for 'skeleton', else the synthetic view
+    made from the SMPL joints (with the per-sample tracker noise)."""
+    folder = Path(folder)
+    if labels == "skeleton":
+        a = _read_folder(folder, select, ("skeleton",))
+        return a, stored_skeleton_view(folder), a["skeleton"].astype(np.float64)
+    view = skeleton_view(labels)
+    a = _read_folder(folder, select)
+    return a, view, view.from_smpl(a["joints3d"], seeds=a["index"])
+
+
 def skeleton_view(name: str) -> SkeletonView:
     if name not in SKELETON_VIEWS:
         raise ValueError(f"unknown skeleton view {name!r}; expected one of {sorted(SKELETON_VIEWS)}")
@@ -312,7 +330,10 @@ def load_uscg_labels(path: str | Path, index: np.ndarray) -> tuple[np.ndarray, n
 def load_source(src: Any, name: str = "") -> SourceArrays:
     """Load one `training.config.SourceConfig` into memory."""
     folder = Path(src.path)
-    a = _read_folder(folder, src.select, ("skeleton",) if src.labels == "skeleton" else ())
+    if src.labels in SKELETON_LABELS:
+        a, view, skel = read_skeleton_source(folder, src.labels, src.select)
+    else:
+        a = _read_folder(folder, src.select)
     n = a["index"].shape[0]
     rgbd = src.kind == "rgbd"
     skel24 = canon = None
@@ -321,13 +342,7 @@ def load_source(src: Any, name: str = "") -> SourceArrays:
     betas = a["betas"].astype(np.float32)
     has_smpl = np.ones(n, dtype=bool)
     has_global = np.ones(n, dtype=bool)
-    if src.labels in SKELETON_VIEWS or src.labels == "skeleton":
-        if src.labels == "skeleton":
-            view = stored_skeleton_view(folder)
-            skel = a["skeleton"].astype(np.float64)
-        else:
-            view = SKELETON_VIEWS[src.labels]
-            skel = view.from_smpl(a["joints3d"], seeds=a["index"])
+    if src.labels in SKELETON_LABELS:
         t24, skel_mask = view.smpl_targets(skel)
         skel24, canon = t24.astype(np.float32), view.canonical(skel).astype(np.float32)
         if src.smpl_labels:

@@ -117,14 +117,13 @@ def parse_test_spec(spec: str) -> tuple[str, str, str, tuple[float, float]]:
 def make_test_set(name: str, folder: str | Path, labels: str = "smpl", select: Sequence[float] = (0.0, 1.0),
                   input_size: int = 128) -> TestSet:
     from training.config import SourceConfig
-    from training.data import SKELETON_VIEWS, TrainingData, load_source
+    from training.data import SKELETON_LABELS, SKELETON_VIEWS, TrainingData, load_source
 
-    skeleton_labels = (*SKELETON_VIEWS, "skeleton")
-    if labels not in ("smpl", *skeleton_labels):
+    if labels not in ("smpl", *SKELETON_LABELS):
         raise ValueError(f"test set {name}: labels must be 'smpl', 'skeleton' (a converted real dataset) or one "
                          f"of {sorted(SKELETON_VIEWS)}, got {labels!r}")
     src = load_source(SourceConfig(path=str(folder), kind="rgbd", labels=labels, select=tuple(select)), name=name)
-    return TestSet(name, TrainingData([src], input_size), "skeleton" if labels in skeleton_labels else "lsp")
+    return TestSet(name, TrainingData([src], input_size), "skeleton" if labels in SKELETON_LABELS else "lsp")
 
 
 # ------------------------------------------------------------------------------------ scoring

@@ -236,16 +236,9 @@ def train_uscg(cfg: Any, body: Any = None, resume: bool = False, progress: bool 
 def skeletons_from_view(folder: str | Path, view: str, select: Sequence[float] = (0.0, 1.0)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(index (N,), canonical joints (N,15,3) m OpenCV axes, true SMPL joints (N,24,3)) of a synthetic view,
     or (view 'skeleton') of a converted real dataset's stored skeletons (true joints NaN)."""
-    from training.data import _read_folder, skeleton_view, stored_skeleton_view
+    from training.data import read_skeleton_source
 
-    if view == "skeleton":  # a converted real dataset: its own skeletons, no SMPL truth (NaN)
-        v = stored_skeleton_view(folder)
-        a = _read_folder(Path(folder), select, ("skeleton",))
-        skel = a["skeleton"].astype(np.float64)
-    else:
-        v = skeleton_view(view)
-        a = _read_folder(Path(folder), select)
-        skel = v.from_smpl(a["joints3d"], seeds=a["index"])
+    a, v, skel = read_skeleton_source(folder, view, select)  # 'skeleton': a converted real dataset (truth NaN)
     return a["index"].astype(np.int64), v.canonical(skel), a["joints3d"].astype(np.float64)
 
 

@@ -73,14 +73,14 @@ REAL_ARRAYS = ("skeleton", "skeleton_conf", "sequence", "frame_id")
 class RealFrame:
     """One frame of a real RGB-D dataset, ready to crop.
 
-    rgb (H, W, 3) uint8 RGB; depth_m (H, W) float32 metres on the same pixel grid (0 = no reading);
+    rgb (H, W, 3) uint8 RGB; depth_mm (H, W) uint16 millimetres on the same pixel grid (0 = no reading);
     camera: `calibration.intrinsics.CameraIntrinsics` of that grid; skeleton (J, 3) metres in the
     dataset's frame; joints_cv (J, 3) the same joints in the camera frame with OpenCV axes; conf (J,)
     tracker confidence (> 0 = tracked); joint_set: 'kinect_v1' or 'kinect_v2'; sequence, frame_id: ids.
     """
 
     rgb: np.ndarray
-    depth_m: np.ndarray
+    depth_mm: np.ndarray
     camera: Any
     skeleton: np.ndarray
     joints_cv: np.ndarray
@@ -123,11 +123,11 @@ def lsp_from_joint_set(joint_set_name: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array([k for k, _ in pairs], np.int64), np.array([s for _, s in pairs], np.int64)
 
 
-def person_mask(depth_m: np.ndarray, uv: np.ndarray, z: np.ndarray, K: np.ndarray, band_m: float) -> np.ndarray:
+def person_mask(depth_mm: np.ndarray, uv: np.ndarray, z: np.ndarray, K: np.ndarray, band_m: float) -> np.ndarray:
     """(H, W) bool: valid depth pixels inside the tracked joints' box (widened by 0.2 m at the person's
     depth, 0.25 m above for the head) whose depth lies within `band_m` of the joints' depth range.
-    uv (J, 2) px and z (J,) m of the tracked joints."""
-    h, w = depth_m.shape
+    depth_mm (H, W) uint16 mm; uv (J, 2) px and z (J,) m of the tracked joints."""
+    h, w = depth_mm.shape
     zc = float(np.median(z))
     pad_x, pad_y = 0.2 * K[0, 0] / zc, 0.2 * K[1, 1] / zc
     x0 = int(max(0, np.floor(uv[:, 0].min() - pad_x)))
@@ -136,7 +136,7 @@ def person_mask(depth_m: np.ndarray, uv: np.ndarray, z: np.ndarray, K: np.ndarra
     y1 = int(min(h, np.ceil(uv[:, 1].max() + 0.5 * pad_y) + 1))
     mask = np.zeros((h, w), bool)
     if x1 > x0 and y1 > y0:
-        d = depth_m[y0:y1, x0:x1]
+        d = depth_mm[y0:y1, x0:x1].astype(np.float32) / np.float32(1000.0)
         mask[y0:y1, x0:x1] = (d > 0) & (d >= z.min() - band_m) & (d <= z.max() + band_m)
     return mask
 
@@ -145,7 +145,7 @@ def frame_to_arrays(frame: RealFrame, cfg: ConvertConfig) -> tuple[dict[str, np.
     """One frame -> (the shard arrays of one sample (no `index`), '') or (None, why it was skipped)."""
     from app.crop import box_around, crop_color, crop_depth, crop_mask
 
-    h, w = frame.depth_m.shape
+    h, w = frame.depth_mm.shape
     S = cfg.out_size
     uv_all, projected = frame.camera.project_with_mask(frame.joints_cv)
     inside = projected & (uv_all[:, 0] >= -0.5) & (uv_all[:, 0] <= w - 0.5) \
@@ -154,7 +154,7 @@ def frame_to_arrays(frame: RealFrame, cfg: ConvertConfig) -> tuple[dict[str, np.
     if int(tracked.sum()) < cfg.min_joints:
         return None, "too few tracked joints in the image"
     uv, z = uv_all[tracked], frame.joints_cv[tracked, 2]
-    mask = person_mask(frame.depth_m, uv, z, frame.camera.K, cfg.depth_band_m)
+    mask = person_mask(frame.depth_mm, uv, z, frame.camera.K, cfg.depth_band_m)
     lo, hi = uv.min(axis=0), uv.max(axis=0)
     if mask.any():
         ys, xs = np.nonzero(mask)
@@ -164,7 +164,6 @@ def frame_to_arrays(frame: RealFrame, cfg: ConvertConfig) -> tuple[dict[str, np.
         return None, "empty person box"
     bbox = np.array([*lo, *hi], np.float32)
     box = box_around(bbox, S, cfg.crop_margin)
-    depth_mm = np.clip(np.rint(frame.depth_m * 1000.0), 0, 65535).astype(np.uint16)
     lsp_idx, sk_idx = lsp_from_joint_set(frame.joint_set)
     lsp2d = np.full((14, 2), np.nan, np.float32)
     lsp2d[lsp_idx] = box.source_to_crop(uv_all[sk_idx])
@@ -173,7 +172,7 @@ def frame_to_arrays(frame: RealFrame, cfg: ConvertConfig) -> tuple[dict[str, np.
     vis[lsp_idx] = tracked[sk_idx] & in_crop
     nan3 = np.full(3, np.nan, np.float32)
     return {
-        "rgb": crop_color(frame.rgb, box), "depth_mm": crop_depth(depth_mm, box), "mask": crop_mask(mask, box),
+        "rgb": crop_color(frame.rgb, box), "depth_mm": crop_depth(frame.depth_mm, box), "mask": crop_mask(mask, box),
         "betas": np.zeros(10, np.float32), "theta": np.zeros(72, np.float32), "transl": nan3,
         "joints3d": np.full((24, 3), np.nan, np.float32), "lsp3d": np.full((14, 3), np.nan, np.float32),
         "joints2d": np.full((24, 2), np.nan, np.float32), "lsp2d": lsp2d,
@@ -239,7 +238,8 @@ def cad60_frames(root: str | Path, every: int = 1, stats: dict | None = None) ->
                 depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
             skeleton = seq.joints[t, 0]
             conf = seq.confidence[t, 0] if seq.confidence is not None else np.ones(skeleton.shape[0])
-            yield RealFrame(rgb=np.ascontiguousarray(rgb[:, ::-1]), depth_m=np.ascontiguousarray(depth[:, ::-1]),
+            depth_mm = np.clip(np.rint(depth * 1000.0), 0, 65535).astype(np.uint16)  # the PNG's millimetres
+            yield RealFrame(rgb=np.ascontiguousarray(rgb[:, ::-1]), depth_mm=np.ascontiguousarray(depth_mm[:, ::-1]),
                             camera=cad60_camera(w, h), skeleton=skeleton, joints_cv=kinect_to_opencv(skeleton),
                             conf=conf, joint_set="kinect_v1", sequence=int(skel_path.stem),
                             frame_id=int(frame_ids[t]))
@@ -316,7 +316,7 @@ def pku_mmd_frames(root: str | Path, every: int = 1, rig=None, mirrored: bool = 
                 depth = np.ascontiguousarray(depth)
                 aligned, _valid = aligner(np.ascontiguousarray(bgr), depth)
                 skeleton = seq.joints[t, 0]
-                yield RealFrame(rgb=cv2.cvtColor(aligned, cv2.COLOR_BGR2RGB), depth_m=depth.astype(np.float32) / 1000.0,
+                yield RealFrame(rgb=cv2.cvtColor(aligned, cv2.COLOR_BGR2RGB), depth_mm=depth,
                                 camera=rig.depth, skeleton=skeleton, joints_cv=kinect_to_opencv(skeleton),
                                 conf=np.ones(skeleton.shape[0]), joint_set="kinect_v2",
                                 sequence=_sequence_number(name), frame_id=t)
@@ -397,14 +397,12 @@ def coco_frames(annotations: str | Path, image_dir: str | Path, stats: dict | No
     stats = {} if stats is None else stats
     coco = read_coco_keypoints(annotations, image_dir)
     lsp_idx, coco_idx = lsp_from_joint_set("coco")
-    by_image: dict[int, list] = {}
-    for person in coco.people:
-        by_image.setdefault(person.image_id, []).append(person)
-    for image_id in sorted(by_image):
+    for image_id in sorted({p.image_id for p in coco.people}):
         image = coco.images[image_id]
-        people = [p for p in by_image[image_id] if not p.iscrowd]
-        if len(people) < len(by_image[image_id]):
-            stats["crowd regions"] = stats.get("crowd regions", 0) + len(by_image[image_id]) - len(people)
+        annotated = coco.people_in(image_id)
+        people = [p for p in annotated if not p.iscrowd]
+        if len(people) < len(annotated):
+            stats["crowd regions"] = stats.get("crowd regions", 0) + len(annotated) - len(people)
         if not people:
             continue
         if image.path is None or not image.path.is_file():
@@ -489,7 +487,9 @@ def convert_frames(frames: Iterator[RealFrame] | Iterator[RgbFrame], out: str | 
     stats = {} if stats is None else stats
     writer = _Writer(out, cfg.shard_size)
     set_name = None
-    bar = _progress(progress)
+    from tqdm import tqdm
+
+    bar = tqdm(unit="frame", desc="convert", disable=not progress)
     try:
         for frame in frames:
             if isinstance(frame, RgbFrame):
@@ -545,21 +545,6 @@ def write_sheet(folder: str | Path, out: str | Path, n: int = 8) -> Path:
     if not cv2.imwrite(str(out), contact_sheet(samples, captions=captions)):
         raise ValueError(f"could not write {out}")
     return out
-
-
-def _progress(enabled: bool):
-    class _Quiet:
-        def update(self, n: int) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
-    if not enabled:
-        return _Quiet()
-    from tqdm import tqdm
-
-    return tqdm(unit="frame", desc="convert")
 
 
 def convert_cad60(root: str | Path, out: str | Path, cfg: ConvertConfig = ConvertConfig(),
