@@ -262,7 +262,7 @@ def _record_clip(folder: Path, seconds: float, note: Any) -> Path:
     from training.synth.sample import SynthConfig, SynthEngine
 
     t0 = time.perf_counter()
-    engine = SynthEngine(BodyModel.from_file(DEFAULT_BODY_PATH), SynthConfig(), threads=0)
+    engine = SynthEngine(BodyModel.from_file(DEFAULT_BODY_PATH), SynthConfig())
     spec = SequenceSpec(steps=(("walk", float(seconds)),), fps=15, depth_mode="NFOV_2X2BINNED",
                         color_resolution="720P", seed=7)
     summary = record_sequence(folder / "walk.mkv", engine, spec)

@@ -455,7 +455,7 @@ def record_clip(path: Path, frames: int = 30, fps: int = 15, seed: int = 7) -> P
     from training.synth.record import SequenceSpec, record_sequence
     from training.synth.sample import SynthConfig, SynthEngine
 
-    engine = SynthEngine(BodyModel.from_file(DEFAULT_BODY_PATH), SynthConfig(), threads=2)
+    engine = SynthEngine(BodyModel.from_file(DEFAULT_BODY_PATH), SynthConfig())
     spec = SequenceSpec(steps=(("walk", frames / fps),), fps=fps, depth_mode="NFOV_2X2BINNED",
                         color_resolution="720P", seed=seed, masks=False)
     return record_sequence(Path(path), engine, spec).path

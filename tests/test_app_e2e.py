@@ -69,7 +69,7 @@ def clips(tmp_path_factory) -> dict[str, Path]:
     from training.synth.sample import SynthConfig, SynthEngine
 
     folder = tmp_path_factory.mktemp("clips")
-    engine = SynthEngine(BodyModel.from_file(DEFAULT_BODY_PATH), SynthConfig(), threads=2)
+    engine = SynthEngine(BodyModel.from_file(DEFAULT_BODY_PATH), SynthConfig())
     spec = SequenceSpec(steps=(("walk", N_FRAMES / 15),), fps=15, depth_mode="NFOV_2X2BINNED",
                         color_resolution="720P", seed=7)
     summary = record_sequence(folder / "walk.mkv", engine, spec)

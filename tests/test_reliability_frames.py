@@ -49,7 +49,7 @@ def clip(tmp_path_factory) -> dict:
     from training.synth.sample import SynthConfig, SynthEngine
     from training.synth.scene import sample_room, sensor_pose
 
-    engine = SynthEngine(BodyModel.from_file(DEFAULT_BODY_PATH), SynthConfig(), threads=2)
+    engine = SynthEngine(BodyModel.from_file(DEFAULT_BODY_PATH), SynthConfig())
     cfg = dataclasses.replace(
         engine.config.scene, depth_modes=(("NFOV_2X2BINNED", 1.0),), color_resolutions=(("720P", 1.0),),
         occluder_prob=0.0, second_person_prob=0.0, clutter_boxes=(0, 0), motion_prob=0.0, out_of_frame_prob=0.0,

@@ -26,7 +26,7 @@ def toy(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(toy) -> SynthEngine:
-    return SynthEngine(BodyModel.from_file(toy), SynthConfig(), threads=1)
+    return SynthEngine(BodyModel.from_file(toy), SynthConfig())
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ def body(tmp_path_factory) -> BodyModel:
 
 @pytest.fixture(scope="module")
 def engine(body) -> SynthEngine:
-    return SynthEngine(body, SynthConfig(out_size=96, scene=FAST_SCENE), threads=1)
+    return SynthEngine(body, SynthConfig(out_size=96, scene=FAST_SCENE))
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +52,14 @@ def test_depth_of_a_plane_is_its_z_through_the_distorted_camera(rig):
     """A fronto-parallel plane at z = 2 m reads exactly 2 m in every valid pixel, corners included."""
     cams = rig_cameras(rig)
     plane = quad([[-9, -9, 2.0], [9, -9, 2.0], [9, 9, 2.0], [-9, 9, 2.0]], Material(color=(0.5, 0.5, 0.5)))
-    dr = render_depth(SceneMesh(plane, threads=1), cams)
+    dr = render_depth(SceneMesh(plane), cams)
     valid = cams.depth.valid
     assert dr.z.shape == (288, 320) and valid.mean() > 0.95
     np.testing.assert_allclose(dr.z[valid], 2.0, atol=1e-5)
     assert np.all(dr.z[~valid] == 0)
     assert np.all(dr.obj[valid] == OBJ_BACKGROUND)
     # a window renders the same rays as the full frame
-    win = render_depth(SceneMesh(plane, threads=1), cams, (17, 30, 200, 111))
+    win = render_depth(SceneMesh(plane), cams, (17, 30, 200, 111))
     np.testing.assert_array_equal(win.z, dr.z[30:111, 17:200])
 
 
@@ -69,7 +69,7 @@ def test_small_square_lands_where_the_calibration_projects_it(rig):
     c = np.array([0.55, -0.35, 1.6])
     h = 0.02
     sq = quad([c + [-h, -h, 0], c + [h, -h, 0], c + [h, h, 0], c + [-h, h, 0]], Material(color=(1, 0, 0)), OBJ_TARGET)
-    dr = render_depth(SceneMesh(sq, threads=1), cams)
+    dr = render_depth(SceneMesh(sq), cams)
     u, v = rig.depth.project(c)
     hit = np.argwhere(dr.obj == OBJ_TARGET)
     assert dr.obj[int(round(v)), int(round(u))] == OBJ_TARGET
@@ -87,7 +87,7 @@ def test_color_camera_sees_the_plane_boundary_where_the_extrinsics_put_it(rig):
     red = quad([[-9, -9, z], [0, -9, z], [0, 9, z], [-9, 9, z]], Material(color=(1.0, 0.0, 0.0)))
     blue = quad([[0, -9, z], [9, -9, z], [9, 9, z], [0, 9, z]], Material(color=(0.0, 0.0, 1.0)))
     from training.synth.scene import concat_soups
-    mesh = SceneMesh(concat_soups([red, blue]), threads=1)
+    mesh = SceneMesh(concat_soups([red, blue]))
     light = Lighting(ambient=np.ones(3), directions=np.zeros((0, 3)), colors=np.zeros((0, 3)))
     cr = render_color(mesh, cams, light, sensor_pose(1.0, 0.0), (0, 250, 1280, 500))
     for y in (-0.3, 0.0):
@@ -268,7 +268,7 @@ def test_crop_only_rendering_is_identical_to_full_frames(body):
     (depth window, color rectangle) and so gives a bit-identical aligned, cropped sample."""
     cfg = SynthConfig(out_size=96, scene=FAST_SCENE, depth_noise=False, color_noise=False, jpeg=False,
                       max_render_stride=1.0)
-    eng = SynthEngine(body, cfg, threads=1)
+    eng = SynthEngine(body, cfg)
     for i in range(4):
         scene = eng.sample_scene(sample_rng(3, i))
         people = eng.pose([scene])[0]
@@ -333,8 +333,8 @@ def test_strided_crop_rendering_approximates_the_exact_crop(body):
     """Crops rendered on a coarser grid (the default for crops that downsample) agree with the exact
     render: same person mask (IoU), the same depths almost everywhere, similar colours."""
     base = dict(out_size=64, scene=FAST_SCENE, depth_noise=False, color_noise=False, jpeg=False, crop_jitter=0.0)
-    exact = SynthEngine(body, SynthConfig(max_render_stride=1.0, **base), threads=1)
-    fast = SynthEngine(body, SynthConfig(max_render_stride=6.0, render_oversample=1.0, **base), threads=1)
+    exact = SynthEngine(body, SynthConfig(max_render_stride=1.0, **base))
+    fast = SynthEngine(body, SynthConfig(max_render_stride=6.0, render_oversample=1.0, **base))
     strided = 0
     for i in range(6):
         scene = exact.sample_scene(sample_rng(12, i))
@@ -358,7 +358,7 @@ def test_strided_crop_rendering_approximates_the_exact_crop(body):
 @pytest.mark.skipif(not DEFAULT_BODY_PATH.is_file(), reason="open body asset not built yet")
 def test_real_body_samples_have_joints_on_the_person():
     """With the real open body (joints inside the mesh): visible joints sit on the person's mask."""
-    eng = SynthEngine(BodyModel.from_file(DEFAULT_BODY_PATH), SynthConfig(out_size=96, scene=FAST_SCENE), threads=1)
+    eng = SynthEngine(BodyModel.from_file(DEFAULT_BODY_PATH), SynthConfig(out_size=96, scene=FAST_SCENE))
     near, n_vis = [], 0
     for s in eng.make_samples(1, range(6)):
         for (u, v) in np.concatenate([s.joints2d[s.joints_vis], s.lsp2d[s.lsp_vis]]):
@@ -443,8 +443,8 @@ def test_lambertian_shading_of_a_patterned_plane_has_known_values(rig):
     light = Lighting(directions=towards_camera[None], colors=np.array([[0.5, 0.5, 0.5]]),
                      ambient=np.array([0.1, 0.1, 0.1]))
     win = (500, 300, 780, 420)
-    a = render_color(SceneMesh(plane, threads=1), cams, light, sensor, win)
-    b = render_color(SceneMesh(flipped, threads=1), cams, light, sensor, win)
+    a = render_color(SceneMesh(plane), cams, light, sensor, win)
+    b = render_color(SceneMesh(flipped), cams, light, sensor, win)
     np.testing.assert_allclose(a.linear, b.linear, atol=1e-6)
     cos = 0.8                                                               # facing normal is -z (camera)
     x = a.linear.reshape(-1, 3)
@@ -458,8 +458,8 @@ def test_coarser_color_rays_change_only_the_color_and_boundedly(body):
     identical; the clean (noise-free) color crop differs from the reference path by a small mean
     absolute difference (edges and texture a little softer)."""
     base = dict(out_size=96, scene=FAST_SCENE, color_noise=False, jpeg=False)
-    ref = SynthEngine(body, SynthConfig(**base), threads=1).make_samples(3, range(6))
-    fast = SynthEngine(body, SynthConfig(color_oversample=0.7, **base), threads=1).make_samples(3, range(6))
+    ref = SynthEngine(body, SynthConfig(**base)).make_samples(3, range(6))
+    fast = SynthEngine(body, SynthConfig(color_oversample=0.7, **base)).make_samples(3, range(6))
     for a, b in zip(ref, fast):
         for name in ("depth_mm", "mask", "crop_box", "bbox", "joints2d", "lsp2d", "joints_vis", "lsp_vis",
                      "joints3d", "theta", "betas", "transl"):

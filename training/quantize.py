@@ -175,7 +175,7 @@ def engine_frames(body: Any, size: int, n: int, seed: int) -> FrameSet:
     """n frames rendered now by the synthetic engine (training/synth/sample.py) at crop size `size`."""
     from training.synth.sample import SynthConfig, SynthEngine
 
-    engine = SynthEngine(body, SynthConfig(out_size=int(size)), threads=0)
+    engine = SynthEngine(body, SynthConfig(out_size=int(size)))
     samples = engine.make_samples(int(seed), list(range(n)))
     return _from_crops(np.stack([s.rgb for s in samples]), np.stack([s.depth_mm for s in samples]),
                        np.stack([s.mask for s in samples]), np.stack([s.joints3d for s in samples]), size,

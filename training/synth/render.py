@@ -1,11 +1,12 @@
-"""Ray-cast rendering of synthetic scenes in the Azure Kinect's depth and color cameras (Open3D, CPU).
+"""Ray-cast rendering of synthetic scenes in the Azure Kinect's depth and color cameras (CPU).
 
 Each image is rendered in its own camera with that camera's calibrated distortion: every pixel's ray
 comes from the calibration's undistorted ray table (`CameraIntrinsics.xy_table`, rays (x, y, 1) at z = 1),
 computed once per camera (`RigCameras`, cached per rig). Geometry lives in the **depth camera frame**
 (OpenCV axes, metres); the color camera's rays start at its centre in that frame, o = -R^T t, and point
-along R^T (x, y, 1) for depth_to_color (R, t). Because both ray tables have z = 1 in their own camera,
-Open3D's `t_hit` *is* that camera's z-depth.
+along R^T (x, y, 1) for depth_to_color (R, t). Rays are intersected exactly with the scene's triangles by
+`training.synth.raycast` (first hits, as a BVH ray caster such as Open3D's `RaycastingScene` returns them;
+the tests compare the two), in each camera's own frame, so a hit's t *is* that camera's z-depth.
 
 Depth images are ideal z-depth (metres, 0 = no hit or a pixel outside the calibrated field of view);
 the sensor model in `training.synth.depth_noise` turns them into DEPTH16. Color images are linear RGB
@@ -34,6 +35,7 @@ from calibration.intrinsics import CameraIntrinsics
 from calibration.rig import RgbdRig
 from model.geometry import vertex_normals
 from training.synth.appearance import linear_to_srgb
+from training.synth.raycast import RayGrid, SoupView
 from training.synth.scene import Lighting, SensorPose, TriangleSoup
 
 __all__ = [
@@ -85,7 +87,6 @@ class RigCameras:
     color: CameraRays
     color_origin: np.ndarray      # (3,) color camera centre in the depth frame, metres
     color_to_depth_R: np.ndarray  # (3, 3) rotates color-frame directions into the depth frame
-    color_dirs: np.ndarray        # (Hc, Wc, 3) float32 color rays in the depth frame (color-frame z = 1)
 
 
 _RIG_CACHE: dict[str, RigCameras] = {}
@@ -98,11 +99,8 @@ def rig_cameras(rig: RgbdRig) -> RigCameras:
     cams = _RIG_CACHE.get(key)
     if cams is None:
         R, t = rig.depth_to_color.R, rig.depth_to_color.t
-        color = CameraRays(rig.color)
-        color_dirs = np.ascontiguousarray((color.dirs.astype(np.float64) @ R).astype(np.float32))
-        color_dirs.setflags(write=False)
-        cams = RigCameras(rig=rig, depth=CameraRays(rig.depth), color=color, color_origin=-R.T @ t,
-                          color_to_depth_R=R.T.copy(), color_dirs=color_dirs)
+        cams = RigCameras(rig=rig, depth=CameraRays(rig.depth), color=CameraRays(rig.color), color_origin=-R.T @ t,
+                          color_to_depth_R=R.T.copy())
         if len(_RIG_CACHE) >= 16:
             _RIG_CACHE.pop(next(iter(_RIG_CACHE)))
         _RIG_CACHE[key] = cams
@@ -126,21 +124,17 @@ class Hits:
 
 
 class SceneMesh:
-    """An Open3D RaycastingScene over a TriangleSoup (depth camera frame) plus per-face lookup tables.
+    """A TriangleSoup (depth camera frame) to cast a rig's camera rays at, plus per-face lookup tables.
 
     People (faces with face_person >= 0) are shaded with interpolated vertex normals and per-vertex
     albedo (their materials evaluated once per frame at the rest-pose texture coordinates: garment
     patterns are >= 4 cm, vertices ~1-2 cm apart); everything else with flat triangle normals and
-    per-pixel procedural albedo. Build one per rendered frame; used by one thread.
-    threads: Open3D worker threads per cast (0 = all cores; data generation workers use 1).
+    per-pixel procedural albedo. Build one per rendered frame.
     """
 
-    def __init__(self, soup: TriangleSoup, threads: int = 0):
-        import open3d as o3d  # lazy: keeps `import training.synth.render` cheap
-        self._o3d = o3d
+    def __init__(self, soup: TriangleSoup):
         self.soup = soup
-        self.threads = int(threads)
-        self.faces = np.ascontiguousarray(soup.faces, dtype=np.int32)
+        self.faces = np.ascontiguousarray(soup.faces, dtype=np.int64)
         self.smooth_face = soup.face_person >= 0
         mats = soup.materials
         n_v = len(soup.vertices)
@@ -171,26 +165,47 @@ class SceneMesh:
             kind[~self.smooth_face & ~self.mat_solid[self.face_material]] = _KIND_PATTERNED
         self.face_kind = kind
         self._n_patterned = int(np.unique(self.face_material[kind == _KIND_PATTERNED]).size)
-        self._scene = o3d.t.geometry.RaycastingScene(nthreads=self.threads)
-        if soup.num_faces:
-            self._scene.add_triangles(o3d.core.Tensor(soup.vertices.astype(np.float32)),
-                                      o3d.core.Tensor(self.faces.astype(np.uint32)))
+        self._views: dict[tuple[str, int], SoupView] = {}
+        self._face_normals: Optional[np.ndarray] = None
 
-    def cast(self, origins: np.ndarray, dirs: np.ndarray) -> Hits:
-        """origins (3,) or (..., 3) and dirs (..., 3) float32 -> Hits; t in units of |dir|."""
-        dirs = np.asarray(dirs, np.float32)
-        shape = dirs.shape[:-1]
-        if self.soup.num_faces == 0:
-            return Hits(np.full(shape, np.inf, np.float32), np.full(shape, -1, np.int64),
-                        np.zeros(shape + (2,), np.float32), np.zeros(shape + (3,), np.float32))
-        rays = np.empty(shape + (6,), np.float32)
-        rays[..., :3] = origins
-        rays[..., 3:] = dirs
-        out = self._scene.cast_rays(self._o3d.core.Tensor(rays), nthreads=self.threads)
-        t = out["t_hit"].numpy()
-        prim = out["primitive_ids"].numpy()
-        face = np.where(np.isfinite(t), prim.astype(np.int64), -1)
-        return Hits(t=t, face=face, bary=out["primitive_uvs"].numpy(), normal=out["primitive_normals"].numpy())
+    @property
+    def face_normals(self) -> np.ndarray:
+        """(F, 3) float32 unit geometric normal of each face, (B - A) x (C - A), depth camera frame."""
+        if self._face_normals is None:
+            v = np.asarray(self.soup.vertices, np.float64)
+            a = v[self.faces[:, 0]]
+            n = np.cross(v[self.faces[:, 1]] - a, v[self.faces[:, 2]] - a)
+            n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-300)
+            self._face_normals = n.astype(np.float32)
+        return self._face_normals
+
+    def view(self, cams: RigCameras, camera: str) -> SoupView:
+        """The soup in the frame of the rig's "depth" or "color" camera (built once per camera)."""
+        key = (camera, id(cams))
+        v = self._views.get(key)
+        if v is None:
+            if camera == "depth":
+                verts = self.soup.vertices
+            elif camera == "color":
+                verts = cams.rig.depth_to_color.apply(np.asarray(self.soup.vertices, np.float64))
+            else:
+                raise ValueError(f"camera must be 'depth' or 'color', got {camera!r}")
+            v = self._views[key] = SoupView(verts, self.faces)
+        return v
+
+    def _hits(self, t: np.ndarray, face: np.ndarray, bary: np.ndarray) -> Hits:
+        normal = np.take(self.face_normals, np.maximum(face, 0), axis=0) if len(self.faces) else \
+            np.zeros(face.shape + (3,), np.float32)
+        return Hits(t=t, face=face, bary=bary, normal=normal)
+
+    def cast_grid(self, cams: RigCameras, camera: str, rays: RayGrid) -> Hits:
+        """First hits of a grid of the camera's rays (x, y, 1) (camera frame; t = z-depth in that camera;
+        normals in the depth frame). Invalid rays miss."""
+        return self._hits(*self.view(cams, camera).cast_grid(rays))
+
+    def cast_points(self, cams: RigCameras, camera: str, xy: np.ndarray) -> Hits:
+        """First hits of single rays (x, y, 1) of the camera, xy (N, 2) normalised image coordinates."""
+        return self._hits(*self.view(cams, camera).cast_list(xy))
 
     # ---------------------------------------------------------------- per-hit surface attributes
     def interpolate(self, per_vertex: np.ndarray, face: np.ndarray, bary: np.ndarray) -> np.ndarray:
@@ -410,10 +425,9 @@ def _as_grid(where: Optional[Window | Grid], cam: CameraIntrinsics) -> Grid:
 def render_depth(mesh: SceneMesh, cams: RigCameras, where: Optional[Window | Grid] = None) -> DepthRender:
     """Render the depth camera (origin 0, its ray table) on a window or grid (default: full frame)."""
     grid = _as_grid(where, cams.rig.depth)
-    dirs = grid.take(cams.depth.dirs)
     valid = grid.take(cams.depth.valid)
-    hits = mesh.cast(np.zeros(3, np.float32), dirs)
-    hit = hits.hit & valid
+    hits = mesh.cast_grid(cams, "depth", RayGrid(grid.take(cams.depth.dirs)[..., :2], valid))
+    hit = hits.hit
     if hit.all():   # the usual case: a closed room, every ray inside the field of view
         face, z, normals = hits.face, hits.t, hits.normal
         obj = mesh.soup.face_object[face]
@@ -438,17 +452,17 @@ def render_color(mesh: SceneMesh, cams: RigCameras, lighting: Lighting, sensor: 
     lighting is in the world frame; `sensor` turns its directions into the depth camera frame.
     """
     grid = _as_grid(where, cams.rig.color)
-    dirs = grid.take(cams.color_dirs)
-    valid = grid.take(cams.color.valid)
-    hits = mesh.cast(cams.color_origin.astype(np.float32), dirs)
-    hit = hits.hit & valid
+    dirs = grid.take(cams.color.dirs)
+    hits = mesh.cast_grid(cams, "color", RayGrid(dirs[..., :2], grid.take(cams.color.valid)))
+    hit = hits.hit
     h, w = hit.shape
     linear = np.zeros((h * w, 3), np.float32)
     idx = None if hit.all() else np.flatnonzero(hit)   # usually every ray hits (closed room)
     if idx is None or idx.size:
         pick = (lambda a, c: a.reshape(-1, c)) if idx is None else (lambda a, c: a.reshape(-1, c)[idx])
         f = pick(hits.face, 1)[:, 0]
-        n, away, albedo = mesh._surface(f, pick(hits.bary, 2), pick(hits.normal, 3), pick(dirs, 3))
+        ray_dirs = pick(dirs, 3) @ cams.color_to_depth_R.T.astype(np.float32)    # depth frame, R^T d
+        n, away, albedo = mesh._surface(f, pick(hits.bary, 2), pick(hits.normal, 3), ray_dirs)
         light_dirs = sensor.direction_to_camera(lighting.directions).astype(np.float32)
         cosines = n @ light_dirs.T          # normals facing the ray: negate the rows of those facing away
         cosines[away] *= np.float32(-1.0)

@@ -317,15 +317,15 @@ class SynthEngine:
     """Renders labelled samples and frames. Holds the body model, garment regions, per-rig ray tables
     and aligners (built lazily, cached). One engine per process; not thread-safe.
 
-    body: a `model.body.BodyModel`; threads: Open3D ray-casting threads (0 = all cores).
+    body: a `model.body.BodyModel`. Rendering runs on the calling thread (`training.synth.raycast`);
+    data generation parallelises over worker processes.
     """
 
-    def __init__(self, body: Any, config: SynthConfig = SynthConfig(), threads: int = 0):
+    def __init__(self, body: Any, config: SynthConfig = SynthConfig()):
         import torch  # the body model is torch; keep module import light
         self._torch = torch
         self.body = body
         self.config = config
-        self.threads = int(threads)
         with torch.no_grad():
             rest = body(betas=torch.zeros(1, body.num_betas))
         weights = body.lbs_weights.detach().cpu().numpy()
@@ -451,7 +451,7 @@ class SynthEngine:
         rig = cams.rig
         W, H = rig.depth.size
         with self._timed("mesh"):
-            mesh = SceneMesh(self.soup(scene, posed, (np.zeros(3), cams.color_origin)), threads=self.threads)
+            mesh = SceneMesh(self.soup(scene, posed, (np.zeros(3), cams.color_origin)))
         target = posed[0]
         t_depth = time.process_time()
 
@@ -622,17 +622,16 @@ class SynthEngine:
         pts = np.concatenate([person.joints, person.lsp])          # (38, 3) depth frame
         n_j = person.joints.shape[0]
         out = {}
-        for cam_name, origin, intr, to_cam in (
-                ("depth", np.zeros(3), rig.depth, lambda p: p),
-                ("color", cams.color_origin, rig.color, rig.depth_to_color.apply)):
+        for cam_name, intr, to_cam in (("depth", rig.depth, lambda p: p), ("color", rig.color, rig.depth_to_color.apply)):
             p_cam = to_cam(pts)
             uv, ok = intr.project_with_mask(p_cam)
             W, H = intr.size
             with np.errstate(invalid="ignore"):
                 ok &= (uv[:, 0] >= -0.5) & (uv[:, 0] <= W - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] <= H - 0.5)
             z = p_cam[:, 2]
-            dirs = (pts - origin) / np.where(z > 0, z, 1.0)[:, None]
-            hits = mesh.cast(origin.astype(np.float32), dirs.astype(np.float32))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                xy = np.where((z > 0)[:, None], p_cam[:, :2] / z[:, None], np.nan)   # the ray through each point
+            hits = mesh.cast_points(cams, cam_name, xy)
             own = np.zeros(len(pts), bool)
             hf = hits.face >= 0
             own[hf] = mesh.soup.face_person[hits.face[hf]] == 0

@@ -140,7 +140,7 @@ def _build_engine(body_path: str, config_dict: dict) -> Any:
     """A single-threaded engine with every configured mode pair's ray tables and aligner built."""
     from model.body import BodyModel
     from training.synth.sample import SynthEngine
-    engine = SynthEngine(BodyModel.from_file(body_path), config_from_dict(config_dict), threads=1)
+    engine = SynthEngine(BodyModel.from_file(body_path), config_from_dict(config_dict))
     engine.prewarm()
     return engine
 
