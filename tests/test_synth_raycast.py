@@ -84,7 +84,7 @@ def test_first_hits_match_open3d_on_the_engines_scenes(engine):
             cx, cy = np.clip(np.median(uv[ok], axis=0), 0, [W - 1, H - 1]).astype(int)
             window = (max(0, cx - 90), max(0, cy - 90), min(W, cx + 90), min(H, cy + 90))
             grid = Grid(window, 1.0 if i % 2 else 1.7)
-            xy = np.ascontiguousarray(grid.take(rays.dirs)[..., :2])
+            xy = np.ascontiguousarray(grid.take(rays.xy))
             valid = grid.take(rays.valid)
             t, face, bary = SoupView(verts, soup.faces).cast_grid(RayGrid(xy, valid))
             assert_same_first_hits(verts, soup.faces, xy, valid, t, face, bary)
@@ -102,7 +102,7 @@ def test_faces_crossing_behind_the_camera_and_the_wide_field_of_view():
                   [-3, -2, -3], [-3, -2, 6], [-3, 1.2, 6], [-3, 1.2, -3],       # side wall, behind too
                   [-0.4, -0.3, 1.0], [0.5, -0.2, 1.6], [0.3, 0.6, 1.5], [-0.5, 0.5, 0.9]], float)
     f = np.array([[0, 1, 2], [0, 2, 3], [4, 5, 6], [4, 6, 7], [8, 9, 10], [8, 10, 11], [12, 13, 14], [12, 14, 15]])
-    xy = np.ascontiguousarray(cams.depth.dirs[..., :2])
+    xy = cams.depth.xy
     valid = cams.depth.valid
     assert not valid.all()
     t, face, bary = SoupView(v, f).cast_grid(RayGrid(xy, valid))

@@ -103,20 +103,20 @@ def test_strided_grid_rays_match_exact_unprojection(rig):
     """Rays of a strided grid (interpolated from the ray table) point where exact undistortion says."""
     cams = rig_cameras(rig)
     grid = Grid((10, 20, 300, 250), 2.6)
-    dirs = grid.take(cams.depth.dirs)
-    assert dirs.shape[:2] == grid.shape
+    dirs = grid.take(cams.depth.xy)
+    assert dirs.shape == grid.shape + (2,)
     px = np.stack(np.meshgrid(grid.xs, grid.ys), axis=-1)
     exact, ok = rig.depth.pixels_to_normalized(px)
     assert ok.all()
-    np.testing.assert_allclose(dirs[..., :2], exact, atol=0.01 / rig.depth.fx)   # < 0.01 px
+    np.testing.assert_allclose(dirs, exact, atol=0.01 / rig.depth.fx)   # < 0.01 px
     # at the edge of a wide-angle field of view no ray is blended with an invalid neighbour
     wide = rig_cameras(load_rig(str(DEFAULT_CALIBRATION), "WFOV_2X2BINNED", "720P"))
     g = Grid((0, 0, 200, 512), 1.77)
-    d, ok = g.take(wide.depth.dirs), g.take(wide.depth.valid)
+    d, ok = g.take(wide.depth.xy), g.take(wide.depth.valid)
     assert 0.2 < ok.mean() < 0.95
     exact, ok_exact = wide.rig.depth.pixels_to_normalized(np.stack(np.meshgrid(g.xs, g.ys), axis=-1))
     assert np.all(ok_exact[ok])
-    np.testing.assert_allclose(d[ok][:, :2], exact[ok], atol=0.1 / wide.rig.depth.fx)   # < 0.1 px at the rim
+    np.testing.assert_allclose(d[ok], exact[ok], atol=0.1 / wide.rig.depth.fx)   # < 0.1 px at the rim
     # nearest expansion back to the window puts each sample in its own block
     up = grid.upsample_nearest(np.arange(np.prod(grid.shape), dtype=np.float32).reshape(grid.shape))
     assert up.shape == (230, 290)
@@ -415,11 +415,11 @@ def test_strided_take_equals_rows_then_columns_interpolation(rig):
         ix = np.clip(np.floor(xs).astype(np.int64), 0, 510)
         fy = (ys - iy).astype(np.float32)[:, None, None]
         fx = (xs - ix).astype(np.float32)[None, :, None]
-        table = cams.depth.dirs
+        table = cams.depth.xy
         rows = table[iy] * (np.float32(1) - fy) + table[iy + 1] * fy
         ref = rows[:, ix] * (np.float32(1) - fx) + rows[:, ix + 1] * fx
         got = grid.take(table)
-        assert got.dtype == np.float32 and got.shape == grid.shape + (3,)
+        assert got.dtype == np.float32 and got.shape == grid.shape + (2,)
         assert np.array_equal(got, ref)
         v = cams.depth.valid
         ref_valid = v[iy][:, ix] & v[iy][:, ix + 1] & v[iy + 1][:, ix] & v[iy + 1][:, ix + 1]

@@ -13,7 +13,7 @@ Each material also has a near-infrared (850 nm) reflectance in [0, 1] for the de
 Garment regions come from the body model's skinning weights: each vertex belongs to the joint with the
 largest weight (SMPL's convention: a joint's weights cover the segment it rotates, e.g. left_shoulder ->
 upper arm), and a position along that bone (0 at the joint, 1 at the child joint) places sleeve, waist,
-trouser and hair lines. Everything is numpy; nothing is read from disk.
+trouser and hair lines. Albedo is evaluated by a compiled kernel (numba, `albedo_of`); nothing is read from disk.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import numpy as np
 __all__ = [
     "Material", "PATTERNS", "REGION_NAMES", "SKIN", "HAIR", "TOP", "BOTTOM", "SHOES", "BodyRegions",
     "BodyAppearance", "body_regions", "sample_body_appearance", "sample_surface_material", "srgb_to_linear",
-    "linear_to_srgb",
+    "linear_to_srgb", "material_table", "albedo_of",
 ]
 
 PATTERNS = ("solid", "stripes", "checker", "noise", "planks", "tiles")
@@ -91,40 +91,100 @@ class Material:
 
     def albedo(self, texcoord: np.ndarray) -> np.ndarray:
         """Texture coordinates (N, 3) metres -> linear RGB albedo (N, 3) float32 in [0, 1]."""
-        p = np.asarray(texcoord, dtype=np.float32) + np.asarray(self.offset, np.float32)
-        c1 = np.asarray(self.color, np.float32)
-        c2 = np.asarray(self.color2, np.float32)
-        if self.pattern == "solid" or p.shape[0] == 0:
-            return np.broadcast_to(c1, (p.shape[0], 3)).copy()
-        inv = np.float32(1.0 / self.scale_m)
-        axis = np.asarray(self.axis, np.float32)
-        if self.pattern == "stripes":
-            s = np.mod(p @ axis * inv, np.float32(1.0))
-            k = (s < 0.5).astype(np.float32)
-        elif self.pattern == "checker":
-            k = (np.floor(p * inv).astype(np.int64).sum(axis=1) & 1).astype(np.float32)
-        elif self.pattern == "noise":
-            w = np.asarray(self.waves, np.float32).reshape(-1, 4)
-            k = np.sin(p @ w[:, :3].T + w[:, 3]).mean(axis=1) * np.float32(0.5 * np.sqrt(len(w))) + np.float32(0.5)
-            k = np.clip(k, 0.0, 1.0)
-        elif self.pattern == "planks":
-            # planks `scale_m` wide across `axis`, each with its own brightness, plus fine grain lines
-            t = p @ axis * inv
-            plank = np.floor(t)
-            shade = np.float32(0.75) + np.float32(0.5) * _hash01(plank)
-            grain = np.float32(0.5) + np.float32(0.5) * np.sin(np.float32(40.0) * t + np.float32(3.0) * plank)
-            edge = (np.mod(t, np.float32(1.0)) < 0.03).astype(np.float32)
-            out = (c1 * shade[:, None]) * (1 - 0.25 * grain[:, None]) * (1 - edge[:, None]) + c2 * edge[:, None]
-            return np.clip(out, 0.0, 1.0).astype(np.float32)
-        else:  # tiles: square tiles in the (x, y) of the texture coordinate, grout lines of colour2
-            f = np.mod(p[:, :2] * inv, np.float32(1.0))
-            k = ((f < 0.04) | (f > 0.96)).any(axis=1).astype(np.float32)
-        return (c1 * (1 - k)[:, None] + c2 * k[:, None]).astype(np.float32)
+        table, waves = material_table([self])
+        p = np.asarray(texcoord, dtype=np.float32).reshape(-1, 3)
+        return albedo_of(table, waves, np.zeros(p.shape[0], np.int64), p)
 
 
-def _hash01(x: np.ndarray) -> np.ndarray:
-    """Deterministic pseudo-random value in [0, 1) per integer-valued float (for per-plank shading)."""
-    return np.mod(np.sin(x * np.float32(12.9898) + np.float32(78.233)) * np.float32(43758.547), np.float32(1.0))
+_MAT_COLUMNS = 16   # material_table: code, 1 / scale, color (3), color2 (3), axis (3), offset (3), wave start, wave count
+
+
+def material_table(materials: list[Material]) -> tuple[np.ndarray, np.ndarray]:
+    """Materials as arrays for the compiled albedo: table (M, 16) float32, one row per material (pattern
+    code = index in PATTERNS, 1 / scale_m, color, color2, axis, offset, first wave row, wave count), and
+    waves (K, 4) float32, the 'noise' materials' wave rows one after another."""
+    table = np.zeros((len(materials), _MAT_COLUMNS), np.float32)
+    waves = []
+    start = 0
+    for i, m in enumerate(materials):
+        w = np.asarray(m.waves, np.float32).reshape(-1, 4)
+        table[i] = (PATTERNS.index(m.pattern), 1.0 / m.scale_m, *m.color, *m.color2, *m.axis, *m.offset, start, len(w))
+        waves.append(w)
+        start += len(w)
+    return table, (np.concatenate(waves) if waves else np.zeros((0, 4), np.float32))
+
+
+def albedo_of(table: np.ndarray, waves: np.ndarray, material: np.ndarray, texcoord: np.ndarray) -> np.ndarray:
+    """Linear RGB albedo (N, 3) float32 of points with texture coordinates texcoord (N, 3) metres made of
+    material[i] (rows of `material_table`). Patterns (period s = scale_m along `axis` or per coordinate,
+    p = texcoord + offset): solid color; stripes color2 where frac(p.axis / s) < 0.5; checker color2 on odd
+    cells of floor(p / s); noise: mean of sin(k . p + phase) over the waves, scaled by sqrt(k)/2 around 1/2,
+    blends color -> color2; planks: per-plank brightness 0.75 + 0.5 h(plank) (h a hash in [0, 1)), grain
+    1 - 0.25 (1/2 + 1/2 sin(40 t + 3 plank)), color2 joints where frac(t) < 0.03; tiles: color2 grout where
+    frac(p_x / s) or frac(p_y / s) is within 0.04 of a tile edge. Compiled (numba)."""
+    p = np.ascontiguousarray(texcoord, dtype=np.float32).reshape(-1, 3)
+    out = np.empty((p.shape[0], 3), np.float32)
+    if p.shape[0]:
+        _albedo_kernel()(np.ascontiguousarray(table, np.float32), np.ascontiguousarray(waves, np.float32),
+                         np.ascontiguousarray(material, np.int64), p, out)
+    return out
+
+
+_ALBEDO_KERNEL = None
+
+
+def _albedo_kernel():
+    global _ALBEDO_KERNEL
+    if _ALBEDO_KERNEL is None:
+        import math
+
+        import numba
+
+        @numba.njit(cache=True, nogil=True)
+        def kernel(table, waves, material, p, out):
+            for i in range(p.shape[0]):
+                row = material[i]
+                code = int(table[row, 0])
+                inv = table[row, 1]
+                x = p[i, 0] + table[row, 11]
+                y = p[i, 1] + table[row, 12]
+                z = p[i, 2] + table[row, 13]
+                k = 0.0
+                if code == 1 or code == 4:     # stripes / planks: coordinate across `axis`
+                    t = (x * table[row, 8] + y * table[row, 9] + z * table[row, 10]) * inv
+                    if code == 1:
+                        k = 1.0 if t - math.floor(t) < 0.5 else 0.0
+                    else:
+                        plank = math.floor(t)
+                        h = math.sin(plank * 12.9898 + 78.233) * 43758.547
+                        shade = 0.75 + 0.5 * (h - math.floor(h))
+                        grain = 0.5 + 0.5 * math.sin(40.0 * t + 3.0 * plank)
+                        edge = t - plank < 0.03
+                        for c in range(3):
+                            v = table[row, 2 + c] * shade * (1.0 - 0.25 * grain)
+                            if edge:
+                                v = table[row, 5 + c]
+                            out[i, c] = min(max(v, 0.0), 1.0)
+                        continue
+                elif code == 2:
+                    cell = int(math.floor(x * inv)) + int(math.floor(y * inv)) + int(math.floor(z * inv))
+                    k = float(cell & 1)
+                elif code == 3:
+                    start, count = int(table[row, 14]), int(table[row, 15])
+                    acc = 0.0
+                    for w in range(start, start + count):
+                        acc += math.sin(waves[w, 0] * x + waves[w, 1] * y + waves[w, 2] * z + waves[w, 3])
+                    if count:
+                        k = min(max(acc / count * 0.5 * math.sqrt(count) + 0.5, 0.0), 1.0)
+                elif code == 5:
+                    fx = x * inv - math.floor(x * inv)
+                    fy = y * inv - math.floor(y * inv)
+                    k = 1.0 if (fx < 0.04 or fx > 0.96 or fy < 0.04 or fy > 0.96) else 0.0
+                for c in range(3):
+                    out[i, c] = table[row, 2 + c] * (1.0 - k) + table[row, 5 + c] * k
+
+        _ALBEDO_KERNEL = kernel
+    return _ALBEDO_KERNEL
 
 
 # ------------------------------------------------------------------------------------------ body regions

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["NEAR_M", "SoupView", "RayGrid"]
+__all__ = ["NEAR_M", "SoupView", "RayGrid", "gather_rows"]
 
 NEAR_M = 1e-4   # hits closer than this to the camera centre (metres of z) are ignored
 TILE = 8        # rays per side of the blocks whose boxes large faces test before their rays
@@ -72,7 +72,7 @@ def _build_kernels():
     @njit
     def face_planes_kernel(P, F):
         nf = F.shape[0]
-        out = np.empty((nf, 14), np.float64)
+        out = np.empty((nf, 17), np.float64)
         px = np.empty(4, np.float64)
         py = np.empty(4, np.float64)
         for f in range(nf):
@@ -102,6 +102,13 @@ def _build_kernels():
             out[f, 11] = xhi
             out[f, 12] = ylo
             out[f, 13] = yhi
+            norm = np.sqrt(nx * nx + ny * ny + nz * nz)
+            if norm > 0.0:
+                out[f, 14] = nx / norm
+                out[f, 15] = ny / norm
+                out[f, 16] = nz / norm
+            else:
+                out[f, 14] = out[f, 15] = out[f, 16] = 0.0
         return out
 
     @njit
@@ -316,7 +323,26 @@ def _build_kernels():
                     bary_out[r, 0] = u
                     bary_out[r, 1] = v
 
-    return face_planes_kernel, cast_grid_kernel, cast_list_kernel, index_grid
+    @njit
+    def gather_rows_kernel(table, idx, out):
+        flat = idx.ravel()
+        rows = out.reshape(flat.shape[0], table.shape[1])
+        for k in range(flat.shape[0]):
+            f = flat[k]
+            for c in range(table.shape[1]):
+                rows[k, c] = table[f, c] if f >= 0 else 0.0
+
+    return face_planes_kernel, cast_grid_kernel, cast_list_kernel, index_grid, gather_rows_kernel
+
+
+def gather_rows(table: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """table (F, C) float32 rows at index (...) int64 -> (..., C) float32; zeros where index < 0 (misses)."""
+    table = np.ascontiguousarray(table, dtype=np.float32)
+    index = np.ascontiguousarray(index, dtype=np.int64)
+    out = np.empty(index.shape + (table.shape[1],), np.float32)
+    if index.size:
+        _kernels()[4](table, index, out)
+    return out
 
 
 class SoupView:
@@ -332,20 +358,20 @@ class SoupView:
         self.vertices = np.ascontiguousarray(vertices, dtype=np.float64)
         self.faces = np.ascontiguousarray(faces, dtype=np.int64).reshape(-1, 3)
         self.planes = (_kernels()[0](self.vertices, self.faces) if self.faces.shape[0]
-                       else np.zeros((0, 14), np.float64))
+                       else np.zeros((0, 17), np.float64))
 
     def cast_grid(self, rays: "RayGrid") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """First hits of a grid of rays (x, y, 1) from the camera centre (`RayGrid`; invalid rays miss).
         Returns t (h, w) float32 (z-depth, inf = miss), face (h, w) int64 (-1 = miss), bary (h, w, 2)
         float32 (u, v): hit = (1-u-v) A + u B + v C."""
         h, w = rays.valid.shape
-        t = np.full((h, w), np.inf, np.float64)
+        t = np.full((h, w), np.inf, np.float32)
         face = np.full((h, w), -1, np.int64)
-        bary = np.zeros((h, w, 2), np.float64)
+        bary = np.zeros((h, w, 2), np.float32)
         if self.faces.shape[0]:
             _kernels()[1](self.vertices, self.faces, self.planes, rays.xy, rays.valid, *rays.tables, TILE,
                           *rays.cells, MAX_CELLS, t, face, bary)
-        return t.astype(np.float32), face, bary.astype(np.float32)
+        return t, face, bary
 
     def cast_list(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """First hits of rays (x, y, 1) from the camera centre given as a list, xy (N, 2): like `cast_grid`

@@ -34,8 +34,8 @@ import numpy as np
 from calibration.intrinsics import CameraIntrinsics
 from calibration.rig import RgbdRig
 from model.geometry import vertex_normals
-from training.synth.appearance import linear_to_srgb
-from training.synth.raycast import RayGrid, SoupView
+from training.synth.appearance import albedo_of, linear_to_srgb, material_table
+from training.synth.raycast import RayGrid, SoupView, gather_rows
 from training.synth.scene import Lighting, SensorPose, TriangleSoup
 
 __all__ = [
@@ -53,28 +53,26 @@ def full_window(cam: CameraIntrinsics) -> Window:
 
 
 class CameraRays:
-    """Ray table of one camera: dirs (H, W, 3) float32 with z = 1 (undistorted), valid (H, W) bool.
+    """Ray table of one camera: xy (H, W, 2) float32, the normalised image coordinates of each pixel's
+    undistorted ray (x, y, 1); valid (H, W) bool.
 
-    Invalid pixels (outside the calibrated field of view) get the direction (0, 0, 1) and are masked
-    out of every render.
+    Invalid pixels (outside the calibrated field of view) get (0, 0) and are masked out of every render.
     """
 
     def __init__(self, intrinsics: CameraIntrinsics):
         self.intrinsics = intrinsics
         xy, valid = intrinsics.xy_table()
-        dirs = np.ones((intrinsics.height, intrinsics.width, 3), np.float32)
-        dirs[..., :2] = np.where(valid[..., None], xy, 0.0)
-        self.dirs = dirs
+        self.xy = np.ascontiguousarray(np.where(valid[..., None], xy, 0.0), dtype=np.float32)
         self.valid = np.asarray(valid, dtype=bool)
-        self.dirs.setflags(write=False)
+        self.xy.setflags(write=False)
         self.valid.setflags(write=False)
 
     @property
     def half_fov(self) -> tuple[float, float]:
         """(horizontal, vertical) half field of view, radians, along the image's middle row / column."""
         h, w = self.valid.shape
-        row = self.dirs[h // 2][self.valid[h // 2]]
-        col = self.dirs[:, w // 2][self.valid[:, w // 2]]
+        row = self.xy[h // 2][self.valid[h // 2]]
+        col = self.xy[:, w // 2][self.valid[:, w // 2]]
         return (math.atan(float(np.abs(row[:, 0]).max())), math.atan(float(np.abs(col[:, 1]).max())))
 
 
@@ -111,7 +109,7 @@ def rig_cameras(rig: RgbdRig) -> RigCameras:
 class Hits:
     """First hits of a batch of rays (any leading shape S): t (S) float32 (inf = miss); face (S) int64
     (-1 = miss); bary (S, 2) barycentric (u, v): point = (1-u-v) A + u B + v C; normal (S, 3) the hit
-    triangle's unit normal (either orientation)."""
+    triangle's unit normal (either orientation; zero for a miss)."""
 
     t: np.ndarray
     face: np.ndarray
@@ -145,15 +143,15 @@ class SceneMesh:
             used = np.zeros(n_v, bool)
             used[pf.ravel()] = True
             self.person_attr[used, :3] = vertex_normals(soup.vertices, pf)[used]
+        self.mat_table, self.mat_waves = material_table(mats)
+        if self.smooth_face.any():
             vmat = np.full(n_v, -1, np.int64)
             vmat[pf[:, 0]] = soup.face_material[self.smooth_face]
             vmat[pf[:, 1]] = soup.face_material[self.smooth_face]
             vmat[pf[:, 2]] = soup.face_material[self.smooth_face]
-            tex = soup.texcoords
-            for m in np.unique(vmat[vmat >= 0]):
-                sel = np.flatnonzero(vmat == m)
-                self.person_attr[sel, 3:] = mats[int(m)].albedo(tex[sel])
-        self.texcoords = soup.texcoords.astype(np.float32)
+            sel = np.flatnonzero(vmat >= 0)
+            self.person_attr[sel, 3:] = albedo_of(self.mat_table, self.mat_waves, vmat[sel], soup.texcoords[sel])
+        self.texcoords = np.ascontiguousarray(soup.texcoords, dtype=np.float32)
         self.mat_color = np.array([m.color for m in mats], np.float32).reshape(-1, 3)
         self.mat_solid = np.array([m.pattern == "solid" for m in mats], bool)
         self.face_ir = np.array([m.ir_reflectance for m in mats], np.float32)[soup.face_material] \
@@ -164,20 +162,7 @@ class SceneMesh:
         if mats:
             kind[~self.smooth_face & ~self.mat_solid[self.face_material]] = _KIND_PATTERNED
         self.face_kind = kind
-        self._n_patterned = int(np.unique(self.face_material[kind == _KIND_PATTERNED]).size)
         self._views: dict[tuple[str, int], SoupView] = {}
-        self._face_normals: Optional[np.ndarray] = None
-
-    @property
-    def face_normals(self) -> np.ndarray:
-        """(F, 3) float32 unit geometric normal of each face, (B - A) x (C - A), depth camera frame."""
-        if self._face_normals is None:
-            v = np.asarray(self.soup.vertices, np.float64)
-            a = v[self.faces[:, 0]]
-            n = np.cross(v[self.faces[:, 1]] - a, v[self.faces[:, 2]] - a)
-            n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-300)
-            self._face_normals = n.astype(np.float32)
-        return self._face_normals
 
     def view(self, cams: RigCameras, camera: str) -> SoupView:
         """The soup in the frame of the rig's "depth" or "color" camera (built once per camera)."""
@@ -193,70 +178,21 @@ class SceneMesh:
             v = self._views[key] = SoupView(verts, self.faces)
         return v
 
-    def _hits(self, t: np.ndarray, face: np.ndarray, bary: np.ndarray) -> Hits:
-        normal = np.take(self.face_normals, np.maximum(face, 0), axis=0) if len(self.faces) else \
-            np.zeros(face.shape + (3,), np.float32)
-        return Hits(t=t, face=face, bary=bary, normal=normal)
+    def face_normals(self, cams: RigCameras) -> np.ndarray:
+        """(F, 3) float32 unit geometric normal of each face, (B - A) x (C - A), depth camera frame."""
+        return self.view(cams, "depth").planes[:, 14:17]
+
+    def _hits(self, cams: RigCameras, t: np.ndarray, face: np.ndarray, bary: np.ndarray) -> Hits:
+        return Hits(t=t, face=face, bary=bary, normal=gather_rows(self.face_normals(cams), face))
 
     def cast_grid(self, cams: RigCameras, camera: str, rays: RayGrid) -> Hits:
         """First hits of a grid of the camera's rays (x, y, 1) (camera frame; t = z-depth in that camera;
-        normals in the depth frame). Invalid rays miss."""
-        return self._hits(*self.view(cams, camera).cast_grid(rays))
+        normals in the depth frame, zero for misses). Invalid rays miss."""
+        return self._hits(cams, *self.view(cams, camera).cast_grid(rays))
 
     def cast_points(self, cams: RigCameras, camera: str, xy: np.ndarray) -> Hits:
         """First hits of single rays (x, y, 1) of the camera, xy (N, 2) normalised image coordinates."""
-        return self._hits(*self.view(cams, camera).cast_list(xy))
-
-    # ---------------------------------------------------------------- per-hit surface attributes
-    def interpolate(self, per_vertex: np.ndarray, face: np.ndarray, bary: np.ndarray) -> np.ndarray:
-        """Barycentric interpolation of per-vertex values (N, C) at hits (face (M,), bary (M, 2)) -> (M, C)."""
-        tri = np.take(self.faces, face, axis=0)
-        a = np.take(per_vertex, tri[:, 0], axis=0)
-        b = np.take(per_vertex, tri[:, 1], axis=0)
-        c = np.take(per_vertex, tri[:, 2], axis=0)
-        b -= a
-        c -= a
-        b *= bary[:, 0:1]
-        c *= bary[:, 1:2]
-        a += b
-        a += c
-        return a
-
-    def surface(self, face: np.ndarray, bary: np.ndarray, flat: np.ndarray,
-                ray_dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Shading normals (M, 3), unit, facing the incoming rays (M, 3), and linear RGB albedo (M, 3)."""
-        n, away, rgb = self._surface(face, bary, flat, ray_dirs)
-        n[away] *= -1.0
-        return n, rgb
-
-    def _surface(self, face: np.ndarray, bary: np.ndarray, flat: np.ndarray,
-                 ray_dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`surface` without the flip: unit normals (M, 3) in either orientation, away (M,) bool where
-        they point along the ray (negate those to face it), linear RGB albedo (M, 3)."""
-        n = np.array(flat, dtype=np.float32, copy=True)
-        mats = np.take(self.face_material, face)
-        kind = np.take(self.face_kind, face)
-        rgb = np.take(self.mat_color, mats, axis=0)
-        smooth = np.flatnonzero(kind == _KIND_PERSON)
-        if smooth.size:
-            attr = self.interpolate(self.person_attr, face[smooth], bary[smooth])
-            ns = attr[:, :3]
-            ns /= np.maximum(np.linalg.norm(ns, axis=1, keepdims=True), np.float32(1e-12))
-            n[smooth] = ns
-            rgb[smooth] = attr[:, 3:]
-        away = np.einsum("ij,ij->i", n, ray_dirs) > 0
-        patterned = np.flatnonzero(kind == _KIND_PATTERNED)
-        if patterned.size:
-            pm = mats[patterned]
-            tex = self.interpolate(self.texcoords, face[patterned], bary[patterned])
-            if self._n_patterned == 1:
-                rgb[patterned] = self.soup.materials[int(pm[0])].albedo(tex)
-            else:
-                order = np.argsort(pm, kind="stable")
-                bounds = np.flatnonzero(np.diff(pm[order])) + 1
-                for part in np.split(order, bounds):
-                    rgb[patterned[part]] = self.soup.materials[int(pm[part[0]])].albedo(tex[part])
-        return n, away, rgb
+        return self._hits(cams, *self.view(cams, camera).cast_list(xy))
 
 
 # ------------------------------------------------------------------------------------------ renders
@@ -313,12 +249,11 @@ class Grid:
         return (len(self.ys), len(self.xs))
 
     def take(self, table: np.ndarray) -> np.ndarray:
-        """The grid's entries of a per-pixel table (H, W[, C]): sliced when exact, else separable
-        bilinear interpolation in float32 (float tables) or, for bool tables (ray validity), True only
-        where all four interpolation neighbours are True (no rays blended across the field-of-view edge).
-
-        The four neighbours are gathered at grid resolution only (flat `np.take`), and the arithmetic is
-        the same as interpolating rows first, then columns, so the result is bit-identical to that.
+        """The grid's entries of a per-pixel table (H, W[, C]) float32 or bool: sliced when exact, else
+        separable bilinear interpolation in float32 (float tables: rows first, T[iy] (1 - fy) + T[iy + 1] fy
+        at columns ix and ix + 1, then columns, (1 - fx) r0 + fx r1, in that order) or, for bool tables
+        (ray validity), True only where all four interpolation neighbours are True (no rays blended across
+        the field-of-view edge). Strided grids are sampled by a compiled kernel, at grid resolution only.
         """
         x0, y0, x1, y1 = self.window
         if self.exact:
@@ -327,38 +262,15 @@ class Grid:
         H, W = table.shape[:2]
         iy = np.clip(np.floor(ys).astype(np.int64), 0, H - 2)
         ix = np.clip(np.floor(xs).astype(np.int64), 0, W - 2)
-        flat = table.reshape((H * W,) + table.shape[2:])
-        i00 = (iy * W)[:, None] + ix[None, :]          # (h, w) flat index of the top-left neighbour
-
-        def corner(offset: int) -> np.ndarray:
-            return np.take(flat, i00 + offset if offset else i00, axis=0)
-
-        if table.dtype == bool:   # valid only where all four interpolation neighbours are
-            out = corner(0)
-            out &= corner(1)
-            out &= corner(W)
-            out &= corner(W + 1)
-            return out
-        extra = (None,) * (table.ndim - 2)
-        fy = (ys - iy).astype(np.float32)[(slice(None), None) + extra]
-        fx = (xs - ix).astype(np.float32)[(None, slice(None)) + extra]
-        gy = np.float32(1.0) - fy
-        gx = np.float32(1.0) - fx
-        # rows first: r0 = T[iy, ix] (1 - fy) + T[iy + 1, ix] fy, r1 likewise at ix + 1; then columns
-        r0 = corner(0)
-        r0 *= gy
-        t = corner(W)
-        t *= fy
-        r0 += t
-        r1 = corner(1)
-        r1 *= gy
-        t = corner(W + 1)
-        t *= fy
-        r1 += t
-        r0 *= gx
-        r1 *= fx
-        r0 += r1
-        return r0
+        flat = table.reshape(H, W, -1)
+        out = np.empty((len(ys), len(xs), flat.shape[2]), table.dtype)
+        if table.dtype == bool:
+            _take_kernels()[1](flat, iy, ix, out)
+        else:
+            if table.dtype != np.float32:
+                raise TypeError(f"Grid.take interpolates float32 tables, got {table.dtype}")
+            _take_kernels()[0](flat, iy, ix, (ys - iy).astype(np.float32), (xs - ix).astype(np.float32), out)
+        return out.reshape(out.shape[:2] + table.shape[2:])
 
     def _expand(self, arr: np.ndarray, interpolation: int) -> np.ndarray:
         w, h = self.size
@@ -378,6 +290,41 @@ class Grid:
     def upsample_linear(self, img: np.ndarray) -> np.ndarray:
         """A grid image (h, w[, C]) -> the window's pixels, bilinear between samples (edges replicated)."""
         return img if self.exact else self._expand(img, cv2.INTER_LINEAR)
+
+
+_TAKE_KERNELS = None
+
+
+def _take_kernels():
+    """`Grid.take`'s compiled samplers (numba, built on first use; cached on disk by numba)."""
+    global _TAKE_KERNELS
+    if _TAKE_KERNELS is None:
+        import numba
+
+        @numba.njit(cache=True, nogil=True)
+        def bilinear(table, iy, ix, fy, fx, out):
+            one = np.float32(1.0)
+            for i in range(iy.shape[0]):
+                r, gy, wy = iy[i], one - fy[i], fy[i]
+                for j in range(ix.shape[0]):
+                    c, gx, wx = ix[j], one - fx[j], fx[j]
+                    for k in range(table.shape[2]):
+                        r0 = table[r, c, k] * gy + table[r + 1, c, k] * wy
+                        r1 = table[r, c + 1, k] * gy + table[r + 1, c + 1, k] * wy
+                        out[i, j, k] = r0 * gx + r1 * wx
+
+        @numba.njit(cache=True, nogil=True)
+        def all_four(table, iy, ix, out):
+            for i in range(iy.shape[0]):
+                r = iy[i]
+                for j in range(ix.shape[0]):
+                    c = ix[j]
+                    for k in range(table.shape[2]):
+                        out[i, j, k] = table[r, c, k] and table[r, c + 1, k] and table[r + 1, c, k] \
+                            and table[r + 1, c + 1, k]
+
+        _TAKE_KERNELS = (bilinear, all_four)
+    return _TAKE_KERNELS
 
 
 @dataclass
@@ -425,8 +372,7 @@ def _as_grid(where: Optional[Window | Grid], cam: CameraIntrinsics) -> Grid:
 def render_depth(mesh: SceneMesh, cams: RigCameras, where: Optional[Window | Grid] = None) -> DepthRender:
     """Render the depth camera (origin 0, its ray table) on a window or grid (default: full frame)."""
     grid = _as_grid(where, cams.rig.depth)
-    valid = grid.take(cams.depth.valid)
-    hits = mesh.cast_grid(cams, "depth", RayGrid(grid.take(cams.depth.dirs)[..., :2], valid))
+    hits = mesh.cast_grid(cams, "depth", RayGrid(grid.take(cams.depth.xy), grid.take(cams.depth.valid)))
     hit = hits.hit
     if hit.all():   # the usual case: a closed room, every ray inside the field of view
         face, z, normals = hits.face, hits.t, hits.normal
@@ -452,28 +398,93 @@ def render_color(mesh: SceneMesh, cams: RigCameras, lighting: Lighting, sensor: 
     lighting is in the world frame; `sensor` turns its directions into the depth camera frame.
     """
     grid = _as_grid(where, cams.rig.color)
-    dirs = grid.take(cams.color.dirs)
-    hits = mesh.cast_grid(cams, "color", RayGrid(dirs[..., :2], grid.take(cams.color.valid)))
-    hit = hits.hit
-    h, w = hit.shape
-    linear = np.zeros((h * w, 3), np.float32)
-    idx = None if hit.all() else np.flatnonzero(hit)   # usually every ray hits (closed room)
-    if idx is None or idx.size:
-        pick = (lambda a, c: a.reshape(-1, c)) if idx is None else (lambda a, c: a.reshape(-1, c)[idx])
-        f = pick(hits.face, 1)[:, 0]
-        ray_dirs = pick(dirs, 3) @ cams.color_to_depth_R.T.astype(np.float32)    # depth frame, R^T d
-        n, away, albedo = mesh._surface(f, pick(hits.bary, 2), pick(hits.normal, 3), ray_dirs)
-        light_dirs = sensor.direction_to_camera(lighting.directions).astype(np.float32)
-        cosines = n @ light_dirs.T          # normals facing the ray: negate the rows of those facing away
-        cosines[away] *= np.float32(-1.0)
-        irradiance = np.maximum(cosines, np.float32(0.0), out=cosines) @ lighting.colors.astype(np.float32)
-        irradiance += lighting.ambient.astype(np.float32)
-        albedo *= irradiance
-        if idx is None:
-            linear = albedo
-        else:
-            linear[idx] = albedo
-    return ColorRender(grid=grid, linear=linear.reshape(h, w, 3), face=np.where(hit, hits.face, -1))
+    rays = RayGrid(grid.take(cams.color.xy), grid.take(cams.color.valid))
+    hits = mesh.cast_grid(cams, "color", rays)
+    h, w = rays.valid.shape
+    light_dirs = sensor.direction_to_camera(lighting.directions).astype(np.float32)
+    irradiance = np.zeros((h, w, 3), np.float32)
+    albedo = np.zeros((h, w, 3), np.float32)
+    patterned = np.empty(h * w, np.int64)      # pixels whose albedo is a pattern, and their texcoords
+    tex = np.empty((h * w, 3), np.float32)
+    n_patterned = _shading_kernel()(
+        hits.face, hits.bary, rays.xy, cams.color_to_depth_R.astype(np.float32), mesh.faces, mesh.face_kind,
+        mesh.face_material, mesh.mat_color, mesh.person_attr, mesh.texcoords, mesh.face_normals(cams).astype(np.float32),
+        light_dirs, lighting.colors.astype(np.float32), lighting.ambient.astype(np.float32),
+        irradiance, albedo, patterned, tex)
+    if n_patterned:
+        pix = patterned[:n_patterned]
+        albedo.reshape(-1, 3)[pix] = albedo_of(mesh.mat_table, mesh.mat_waves,
+                                               mesh.face_material[hits.face.ravel()[pix]], tex[:n_patterned])
+    linear = np.multiply(albedo, irradiance, out=albedo)
+    return ColorRender(grid=grid, linear=linear, face=hits.face)
+
+
+_SHADING_KERNEL = None
+
+
+def _shading_kernel():
+    """render_color's per-pixel shading (numba, built on first use): for each hit, the shading normal
+    (people: interpolated vertex normals, renormalised; else the face normal), turned to face the ray;
+    irradiance = ambient + sum over lights of max(n . l, 0) colour; albedo (people: interpolated vertex
+    albedo; solid materials: their colour). Pixels of patterned materials get their interpolated texture
+    coordinate listed instead (albedo left to `albedo_of`); returns how many."""
+    global _SHADING_KERNEL
+    if _SHADING_KERNEL is None:
+        import numba
+
+        @numba.njit(cache=True, nogil=True)
+        def shade(face, bary, xy, R, faces, face_kind, face_material, mat_color, person_attr, texcoords,
+                  face_normals, light_dirs, light_colors, ambient, irradiance, albedo, patterned, tex):
+            h, w = face.shape
+            n_pat = 0
+            for i in range(h):
+                for j in range(w):
+                    f = face[i, j]
+                    if f < 0:
+                        continue
+                    kind = face_kind[f]
+                    u, v = bary[i, j, 0], bary[i, j, 1]
+                    a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+                    wa = np.float32(1.0) - u - v
+                    if kind == _KIND_PERSON:       # smooth normal and per-vertex albedo
+                        nx = wa * person_attr[a, 0] + u * person_attr[b, 0] + v * person_attr[c, 0]
+                        ny = wa * person_attr[a, 1] + u * person_attr[b, 1] + v * person_attr[c, 1]
+                        nz = wa * person_attr[a, 2] + u * person_attr[b, 2] + v * person_attr[c, 2]
+                        norm = np.sqrt(nx * nx + ny * ny + nz * nz)
+                        if norm > 1e-12:
+                            nx, ny, nz = nx / norm, ny / norm, nz / norm
+                        for k in range(3):
+                            albedo[i, j, k] = wa * person_attr[a, 3 + k] + u * person_attr[b, 3 + k] \
+                                + v * person_attr[c, 3 + k]
+                    else:
+                        nx, ny, nz = face_normals[f, 0], face_normals[f, 1], face_normals[f, 2]
+                        if kind == _KIND_SOLID:
+                            m = face_material[f]
+                            for k in range(3):
+                                albedo[i, j, k] = mat_color[m, k]
+                        else:
+                            for k in range(3):
+                                tex[n_pat, k] = wa * texcoords[a, k] + u * texcoords[b, k] + v * texcoords[c, k]
+                            patterned[n_pat] = i * w + j
+                            n_pat += 1
+                    # the ray in the depth frame, R (x, y, 1); normals facing along it are turned round
+                    x, y = xy[i, j, 0], xy[i, j, 1]
+                    dx = R[0, 0] * x + R[0, 1] * y + R[0, 2]
+                    dy = R[1, 0] * x + R[1, 1] * y + R[1, 2]
+                    dz = R[2, 0] * x + R[2, 1] * y + R[2, 2]
+                    if nx * dx + ny * dy + nz * dz > 0:
+                        nx, ny, nz = -nx, -ny, -nz
+                    for k in range(3):
+                        irradiance[i, j, k] = ambient[k]
+                    for li in range(light_dirs.shape[0]):
+                        cos = nx * light_dirs[li, 0] + ny * light_dirs[li, 1] + nz * light_dirs[li, 2]
+                        if cos > 0:
+                            for k in range(3):
+                                irradiance[i, j, k] += cos * light_colors[li, k]
+            return n_pat
+
+        _SHADING_KERNEL = shade
+    return _SHADING_KERNEL
 
 
 # ------------------------------------------------------------------------------------------ color sensor

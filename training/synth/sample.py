@@ -335,6 +335,7 @@ class SynthEngine:
         self._texcoords = self.regions.rest_vertices.astype(np.float64)
         self._outward = _outward_sign(body.v_template.detach().cpu().numpy(), self.faces)
         self._aligners: dict[tuple[str, str], Any] = {}
+        self._cameras: dict[tuple[str, str], RigCameras] = {}
         self.timings: dict[str, float] = {}   # accumulated seconds per pipeline stage (for `bench`)
 
     @contextlib.contextmanager
@@ -357,7 +358,10 @@ class SynthEngine:
         return load_rig(str(self.config.calibration_path), depth_mode, color_resolution)
 
     def cameras(self, depth_mode: str, color_resolution: str) -> RigCameras:
-        return rig_cameras(self.rig(depth_mode, color_resolution))
+        key = (depth_mode, color_resolution)
+        if key not in self._cameras:   # (rig_cameras' own cache is keyed by the rig's JSON: ~1 ms a lookup)
+            self._cameras[key] = rig_cameras(self.rig(depth_mode, color_resolution))
+        return self._cameras[key]
 
     def half_fov(self, depth_mode: str) -> tuple[float, float]:
         return self.cameras(depth_mode, "720P").depth.half_fov
@@ -599,7 +603,8 @@ class SynthEngine:
         xs, ys = np.arange(x0, x1), np.arange(y0, y1)
         border = np.concatenate([np.c_[xs, np.full_like(xs, y0)], np.c_[xs, np.full_like(xs, y1 - 1)],
                                  np.c_[np.full_like(ys, x0), ys], np.c_[np.full_like(ys, x1 - 1), ys]])
-        rays = cams.depth.dirs[border[:, 1], border[:, 0]].astype(np.float64)
+        rays = np.ones((len(border), 3))
+        rays[:, :2] = cams.depth.xy[border[:, 1], border[:, 0]]
         keep = cams.depth.valid[border[:, 1], border[:, 0]]
         pts = (rays[keep][None, :, :] * zs[:, None, None]).reshape(-1, 3)
         uv, ok = cams.rig.color.project_with_mask(cams.rig.depth_to_color.apply(pts))
