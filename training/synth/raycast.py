@@ -30,6 +30,7 @@ __all__ = ["NEAR_M", "SoupView", "RayGrid", "gather_rows"]
 NEAR_M = 1e-4   # hits closer than this to the camera centre (metres of z) are ignored
 TILE = 8        # rays per side of the blocks whose boxes large faces test before their rays
 MAX_CELLS = 64  # faces whose box covers more cells are cast as large faces (tiles)
+CELL_RAYS = 1.0 # rays per cell (on average) of the grid that finds the rays under a small face
 
 _numba_kernels = None
 
@@ -170,7 +171,7 @@ def _build_kernels():
                 bary_out[i, j, 1] = v
 
     @njit
-    def index_grid(xy, valid, T):
+    def index_grid(xy, valid, T, cell_rays):
         """Search tables of a grid of rays (see `RayGrid`)."""
         h, w = valid.shape
         row_lo = np.full(h, np.inf)
@@ -212,7 +213,7 @@ def _build_kernels():
         gx0, gx1, gy0, gy1 = col_lo[0], col_hi[w - 1], row_lo[0], row_hi[h - 1]
         if n == 0:
             return row_lo, row_hi, col_lo, col_hi, tiles, np.zeros((1, 1, 4), np.int32), 0.0, 0.0, 1.0
-        cs = max(np.sqrt(max(gx1 - gx0, 1e-12) * max(gy1 - gy0, 1e-12) / n), 1e-9)
+        cs = max(np.sqrt(max(gx1 - gx0, 1e-12) * max(gy1 - gy0, 1e-12) / n * cell_rays), 1e-9)
         nx = int((gx1 - gx0) / cs) + 1
         ny = int((gy1 - gy0) / cs) + 1
         cells = np.empty((ny, nx, 4), np.int32)
@@ -407,6 +408,6 @@ class RayGrid:
         self.valid = np.ascontiguousarray(valid, dtype=np.bool_)
         if self.xy.shape != self.valid.shape + (2,):
             raise ValueError(f"RayGrid: xy {self.xy.shape} does not match valid {self.valid.shape}")
-        out = _kernels()[3](self.xy, self.valid, TILE)
+        out = _kernels()[3](self.xy, self.valid, TILE, CELL_RAYS)
         self.tables = out[:5]
         self.cells = out[5:]

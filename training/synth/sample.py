@@ -47,6 +47,7 @@ from scipy.spatial.transform import Rotation
 from app.crop import CropBox, box_around, crop_color, crop_depth, crop_mask
 from calibration import DEFAULT_KINECT_CALIBRATION, default_rig
 from calibration.rig import RgbdRig
+from model.geometry import faces_seen_from
 from training.synth.appearance import BodyRegions, body_regions
 from training.synth.depth_noise import DepthNoiseConfig, apply_depth_noise
 from training.synth.render import (ColorSensorConfig, Grid, RigCameras, SceneMesh, Window, color_sensor_image,
@@ -424,13 +425,7 @@ class SynthEngine:
             app = spec.appearance
             faces = self.faces
             if len(viewpoints) and self._outward != 0:
-                v = person.vertices.astype(np.float32)
-                a = v[faces[:, 0]]
-                n = np.cross(v[faces[:, 1]] - a, v[faces[:, 2]] - a) * np.float32(self._outward)
-                keep = np.zeros(len(faces), bool)
-                for c in viewpoints:
-                    keep |= np.einsum("ij,ij->i", n, a - np.asarray(c, np.float32)) < 0
-                faces = faces[keep]
+                faces = faces[faces_seen_from(person.vertices, faces, np.asarray(viewpoints), self._outward)]
             parts.append(TriangleSoup(
                 vertices=person.vertices, faces=faces, texcoords=self._texcoords,
                 face_material=app.vertex_region[faces[:, 0]].astype(np.int32),
