@@ -202,25 +202,37 @@ class DepthPixelToColorMap:
         uv[~ok] = np.nan
         return uv, ok
 
-    def color_coordinates(self, depth_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def color_coordinates(self, depth_mm: np.ndarray, window: Optional[tuple[int, int, int, int]] = None
+                          ) -> tuple[np.ndarray, np.ndarray]:
         """Depth (Hd, Wd) uint16 mm -> (uv (Hd, Wd, 2) float32 color pixels, depth-in-range uint8 mask 0/255).
 
-        Pixels without a valid projection get coordinates far outside the color image.
+        Pixels without a valid projection get coordinates far outside the color image. window: (x0, y0,
+        x1, y1), half-open depth pixels: only that part of depth_mm is read, and both outputs cover just
+        the window, (y1 - y0, x1 - x0[, 2]), with the same values as the full frame's there.
         """
         cfg = self.config
+        x0, y0, x1, y1 = (0, 0, self.shape[1], self.shape[0]) if window is None else window
+        depth_mm = depth_mm[y0:y1, x0:x1]
+        coef = self.coef if window is None else [c[y0:y1, x0:x1] for c in self.coef]
         depth_ok = cv2.inRange(depth_mm, cfg.min_depth_mm, cfg.max_depth_mm)
         w = cv2.divide(1000.0, depth_mm, dtype=cv2.CV_32F)       # 1/m; depth 0 -> inf
         w = cv2.min(w, float(self.w_hi))                          # keep invalid pixels finite
         w2 = cv2.merge((w, w))
-        uv = cv2.multiply(self.coef[-1], w2)                      # Horner in w
-        cv2.add(uv, self.coef[-2], dst=uv)
-        for c in self.coef[-3::-1]:
+        uv = cv2.multiply(coef[-1], w2)                           # Horner in w
+        cv2.add(uv, coef[-2], dst=uv)
+        for c in coef[-3::-1]:
             cv2.multiply(uv, w2, dst=uv)
             cv2.add(uv, c, dst=uv)
-        if self.exact_index.size:
-            idx = self.exact_index
-            exact, ok = self.exact_uv(idx, w.reshape(-1)[idx].astype(np.float64))
-            uv.reshape(-1, 2)[idx] = np.where(ok[:, None], exact, _OUTSIDE)
+        idx = self.exact_index
+        if idx.size and window is not None:
+            row, col = np.divmod(idx, self.shape[1])
+            inside = (row >= y0) & (row < y1) & (col >= x0) & (col < x1)
+            idx, local = idx[inside], (row[inside] - y0) * (x1 - x0) + (col[inside] - x0)
+        else:
+            local = idx
+        if idx.size:
+            exact, ok = self.exact_uv(idx, w.reshape(-1)[local].astype(np.float64))
+            uv.reshape(-1, 2)[local] = np.where(ok[:, None], exact, _OUTSIDE)
         return uv, depth_ok
 
 
@@ -248,10 +260,34 @@ class ColorToDepthAligner:
         if config.occlusion_check:
             self._depth_to_color = DepthToColorAligner(rig, config, pixel_map=self.map)
 
-    def __call__(self, color_bgr: np.ndarray, depth_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, color_bgr: np.ndarray, depth_mm: np.ndarray,
+                 window: Optional[tuple[int, int, int, int]] = None) -> tuple[np.ndarray, np.ndarray]:
+        """window: (x0, y0, x1, y1), half-open depth pixels: align only those (the same values as a full
+        alignment there; black and invalid elsewhere). Not with `occlusion_check`, which needs the
+        whole depth image."""
         check_color(color_bgr, self.rig.color.size)
         check_depth(depth_mm, self.rig.depth.size)
-        uv, valid = self.map.color_coordinates(depth_mm)
+        if window is not None:
+            hd, wd = self.map.shape
+            x0, y0, x1, y1 = (int(v) for v in window)
+            if not (0 <= x0 < x1 <= wd and 0 <= y0 < y1 <= hd):
+                raise CalibrationError(f"window {window} is empty or outside the {wd}x{hd} depth image")
+            if self._depth_to_color is not None:
+                raise CalibrationError("ColorToDepthAligner: a window cannot be used with occlusion_check")
+            # (OpenCV reads 1 x 1 arrays as scalars: compute at least 2 x 2 pixels, keep the window's)
+            cx0, cy0 = min(x0, wd - 2), min(y0, hd - 2)
+            cx1, cy1 = max(x1, cx0 + 2), max(y1, cy0 + 2)
+            aligned_w, valid_w = self._align(color_bgr, depth_mm, (cx0, cy0, cx1, cy1))
+            aligned = np.zeros((hd, wd, 3), np.uint8)
+            valid = np.zeros((hd, wd), bool)
+            aligned[y0:y1, x0:x1] = aligned_w[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
+            valid[y0:y1, x0:x1] = valid_w[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
+            return aligned, valid
+        return self._align(color_bgr, depth_mm, None)
+
+    def _align(self, color_bgr: np.ndarray, depth_mm: np.ndarray,
+               window: Optional[tuple[int, int, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        uv, valid = self.map.color_coordinates(depth_mm, window)
         src = color_bgr if color_bgr.shape[2] == 3 else cv2.cvtColor(color_bgr, cv2.COLOR_BGRA2BGR)
         aligned = cv2.remap(src, uv, None, self._interp, borderMode=cv2.BORDER_CONSTANT)
         cv2.bitwise_and(valid, cv2.inRange(uv, self._lower, self._upper), dst=valid)

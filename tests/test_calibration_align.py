@@ -137,6 +137,35 @@ def test_fast_path_equals_exact_and_naive():
     assert (np.abs(fast.astype(int) - naive)[both] > 2).any(axis=-1).mean() < 1e-3
 
 
+@pytest.mark.parametrize("mode", ["NFOV_UNBINNED", "WFOV_2X2BINNED"])
+def test_a_window_aligns_exactly_as_the_full_frame_there(mode):
+    """Training crops align only their window: same pixels there (fast and exact-path pixels alike),
+    black and invalid elsewhere; bad windows and occlusion checks are refused."""
+    rig, frame, aligner = _setup(mode, "720P")
+    full, full_valid = aligner(frame.color_bgr, frame.depth_mm)
+    hd, wd = frame.depth_mm.shape
+    exact_rows, exact_cols = np.divmod(aligner.map.exact_index, wd)
+    for window in ((37, 51, 301, 222), (0, 0, wd, hd), (wd - 90, hd - 70, wd, hd), (5, 9, 6, 10)):
+        x0, y0, x1, y1 = window
+        got, valid = aligner(frame.color_bgr, frame.depth_mm, window=window)
+        assert got.shape == full.shape and valid.shape == full_valid.shape
+        assert np.array_equal(got[y0:y1, x0:x1], full[y0:y1, x0:x1])
+        assert np.array_equal(valid[y0:y1, x0:x1], full_valid[y0:y1, x0:x1])
+        outside = np.ones_like(valid)
+        outside[y0:y1, x0:x1] = False
+        assert not valid[outside].any() and not got[outside].any()
+    if aligner.map.exact_index.size:      # a window holding exact-path pixels
+        r, c = int(exact_rows[0]), int(exact_cols[0])
+        window = (max(0, c - 3), max(0, r - 3), min(wd, c + 4), min(hd, r + 4))
+        got, valid = aligner(frame.color_bgr, frame.depth_mm, window=window)
+        x0, y0, x1, y1 = window
+        assert np.array_equal(got[y0:y1, x0:x1], full[y0:y1, x0:x1])
+    with pytest.raises(CalibrationError, match="empty or outside"):
+        aligner(frame.color_bgr, frame.depth_mm, window=(10, 10, 10, 20))
+    with pytest.raises(CalibrationError, match="occlusion_check"):
+        ColorToDepthAligner(rig, AlignConfig(occlusion_check=True))(frame.color_bgr, frame.depth_mm, window=(0, 0, 9, 9))
+
+
 def test_wide_binned_mode_also_aligns():
     rig, frame, aligner = _setup("WFOV_2X2BINNED", "720P")
     aligned, valid = aligner(frame.color_bgr, frame.depth_mm)

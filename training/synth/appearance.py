@@ -125,66 +125,10 @@ def albedo_of(table: np.ndarray, waves: np.ndarray, material: np.ndarray, texcoo
     p = np.ascontiguousarray(texcoord, dtype=np.float32).reshape(-1, 3)
     out = np.empty((p.shape[0], 3), np.float32)
     if p.shape[0]:
-        _albedo_kernel()(np.ascontiguousarray(table, np.float32), np.ascontiguousarray(waves, np.float32),
+        from training.synth import _kernels
+        _kernels.albedo_kernel(np.ascontiguousarray(table, np.float32), np.ascontiguousarray(waves, np.float32),
                          np.ascontiguousarray(material, np.int64), p, out)
     return out
-
-
-_ALBEDO_KERNEL = None
-
-
-def _albedo_kernel():
-    global _ALBEDO_KERNEL
-    if _ALBEDO_KERNEL is None:
-        import math
-
-        import numba
-
-        @numba.njit(cache=True, nogil=True)
-        def kernel(table, waves, material, p, out):
-            for i in range(p.shape[0]):
-                row = material[i]
-                code = int(table[row, 0])
-                inv = table[row, 1]
-                x = p[i, 0] + table[row, 11]
-                y = p[i, 1] + table[row, 12]
-                z = p[i, 2] + table[row, 13]
-                k = 0.0
-                if code == 1 or code == 4:     # stripes / planks: coordinate across `axis`
-                    t = (x * table[row, 8] + y * table[row, 9] + z * table[row, 10]) * inv
-                    if code == 1:
-                        k = 1.0 if t - math.floor(t) < 0.5 else 0.0
-                    else:
-                        plank = math.floor(t)
-                        h = math.sin(plank * 12.9898 + 78.233) * 43758.547
-                        shade = 0.75 + 0.5 * (h - math.floor(h))
-                        grain = 0.5 + 0.5 * math.sin(40.0 * t + 3.0 * plank)
-                        edge = t - plank < 0.03
-                        for c in range(3):
-                            v = table[row, 2 + c] * shade * (1.0 - 0.25 * grain)
-                            if edge:
-                                v = table[row, 5 + c]
-                            out[i, c] = min(max(v, 0.0), 1.0)
-                        continue
-                elif code == 2:
-                    cell = int(math.floor(x * inv)) + int(math.floor(y * inv)) + int(math.floor(z * inv))
-                    k = float(cell & 1)
-                elif code == 3:
-                    start, count = int(table[row, 14]), int(table[row, 15])
-                    acc = 0.0
-                    for w in range(start, start + count):
-                        acc += math.sin(waves[w, 0] * x + waves[w, 1] * y + waves[w, 2] * z + waves[w, 3])
-                    if count:
-                        k = min(max(acc / count * 0.5 * math.sqrt(count) + 0.5, 0.0), 1.0)
-                elif code == 5:
-                    fx = x * inv - math.floor(x * inv)
-                    fy = y * inv - math.floor(y * inv)
-                    k = 1.0 if (fx < 0.04 or fx > 0.96 or fy < 0.04 or fy > 0.96) else 0.0
-                for c in range(3):
-                    out[i, c] = table[row, 2 + c] * (1.0 - k) + table[row, 5 + c] * k
-
-        _ALBEDO_KERNEL = kernel
-    return _ALBEDO_KERNEL
 
 
 # ------------------------------------------------------------------------------------------ body regions

@@ -265,11 +265,11 @@ class Grid:
         flat = table.reshape(H, W, -1)
         out = np.empty((len(ys), len(xs), flat.shape[2]), table.dtype)
         if table.dtype == bool:
-            _take_kernels()[1](flat, iy, ix, out)
+            _kernels().all_four(flat, iy, ix, out)
         else:
             if table.dtype != np.float32:
                 raise TypeError(f"Grid.take interpolates float32 tables, got {table.dtype}")
-            _take_kernels()[0](flat, iy, ix, (ys - iy).astype(np.float32), (xs - ix).astype(np.float32), out)
+            _kernels().bilinear(flat, iy, ix, (ys - iy).astype(np.float32), (xs - ix).astype(np.float32), out)
         return out.reshape(out.shape[:2] + table.shape[2:])
 
     def _expand(self, arr: np.ndarray, interpolation: int) -> np.ndarray:
@@ -290,41 +290,6 @@ class Grid:
     def upsample_linear(self, img: np.ndarray) -> np.ndarray:
         """A grid image (h, w[, C]) -> the window's pixels, bilinear between samples (edges replicated)."""
         return img if self.exact else self._expand(img, cv2.INTER_LINEAR)
-
-
-_TAKE_KERNELS = None
-
-
-def _take_kernels():
-    """`Grid.take`'s compiled samplers (numba, built on first use; cached on disk by numba)."""
-    global _TAKE_KERNELS
-    if _TAKE_KERNELS is None:
-        import numba
-
-        @numba.njit(cache=True, nogil=True)
-        def bilinear(table, iy, ix, fy, fx, out):
-            one = np.float32(1.0)
-            for i in range(iy.shape[0]):
-                r, gy, wy = iy[i], one - fy[i], fy[i]
-                for j in range(ix.shape[0]):
-                    c, gx, wx = ix[j], one - fx[j], fx[j]
-                    for k in range(table.shape[2]):
-                        r0 = table[r, c, k] * gy + table[r + 1, c, k] * wy
-                        r1 = table[r, c + 1, k] * gy + table[r + 1, c + 1, k] * wy
-                        out[i, j, k] = r0 * gx + r1 * wx
-
-        @numba.njit(cache=True, nogil=True)
-        def all_four(table, iy, ix, out):
-            for i in range(iy.shape[0]):
-                r = iy[i]
-                for j in range(ix.shape[0]):
-                    c = ix[j]
-                    for k in range(table.shape[2]):
-                        out[i, j, k] = table[r, c, k] and table[r, c + 1, k] and table[r + 1, c, k] \
-                            and table[r + 1, c + 1, k]
-
-        _TAKE_KERNELS = (bilinear, all_four)
-    return _TAKE_KERNELS
 
 
 @dataclass
@@ -406,7 +371,7 @@ def render_color(mesh: SceneMesh, cams: RigCameras, lighting: Lighting, sensor: 
     albedo = np.zeros((h, w, 3), np.float32)
     patterned = np.empty(h * w, np.int64)      # pixels whose albedo is a pattern, and their texcoords
     tex = np.empty((h * w, 3), np.float32)
-    n_patterned = _shading_kernel()(
+    n_patterned = _kernels().shade(
         hits.face, hits.bary, rays.xy, cams.color_to_depth_R.astype(np.float32), mesh.faces, mesh.face_kind,
         mesh.face_material, mesh.mat_color, mesh.person_attr, mesh.texcoords, mesh.face_normals(cams).astype(np.float32),
         light_dirs, lighting.colors.astype(np.float32), lighting.ambient.astype(np.float32),
@@ -419,72 +384,10 @@ def render_color(mesh: SceneMesh, cams: RigCameras, lighting: Lighting, sensor: 
     return ColorRender(grid=grid, linear=linear, face=hits.face)
 
 
-_SHADING_KERNEL = None
-
-
-def _shading_kernel():
-    """render_color's per-pixel shading (numba, built on first use): for each hit, the shading normal
-    (people: interpolated vertex normals, renormalised; else the face normal), turned to face the ray;
-    irradiance = ambient + sum over lights of max(n . l, 0) colour; albedo (people: interpolated vertex
-    albedo; solid materials: their colour). Pixels of patterned materials get their interpolated texture
-    coordinate listed instead (albedo left to `albedo_of`); returns how many."""
-    global _SHADING_KERNEL
-    if _SHADING_KERNEL is None:
-        import numba
-
-        @numba.njit(cache=True, nogil=True)
-        def shade(face, bary, xy, R, faces, face_kind, face_material, mat_color, person_attr, texcoords,
-                  face_normals, light_dirs, light_colors, ambient, irradiance, albedo, patterned, tex):
-            h, w = face.shape
-            n_pat = 0
-            for i in range(h):
-                for j in range(w):
-                    f = face[i, j]
-                    if f < 0:
-                        continue
-                    kind = face_kind[f]
-                    u, v = bary[i, j, 0], bary[i, j, 1]
-                    a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
-                    wa = np.float32(1.0) - u - v
-                    if kind == _KIND_PERSON:       # smooth normal and per-vertex albedo
-                        nx = wa * person_attr[a, 0] + u * person_attr[b, 0] + v * person_attr[c, 0]
-                        ny = wa * person_attr[a, 1] + u * person_attr[b, 1] + v * person_attr[c, 1]
-                        nz = wa * person_attr[a, 2] + u * person_attr[b, 2] + v * person_attr[c, 2]
-                        norm = np.sqrt(nx * nx + ny * ny + nz * nz)
-                        if norm > 1e-12:
-                            nx, ny, nz = nx / norm, ny / norm, nz / norm
-                        for k in range(3):
-                            albedo[i, j, k] = wa * person_attr[a, 3 + k] + u * person_attr[b, 3 + k] \
-                                + v * person_attr[c, 3 + k]
-                    else:
-                        nx, ny, nz = face_normals[f, 0], face_normals[f, 1], face_normals[f, 2]
-                        if kind == _KIND_SOLID:
-                            m = face_material[f]
-                            for k in range(3):
-                                albedo[i, j, k] = mat_color[m, k]
-                        else:
-                            for k in range(3):
-                                tex[n_pat, k] = wa * texcoords[a, k] + u * texcoords[b, k] + v * texcoords[c, k]
-                            patterned[n_pat] = i * w + j
-                            n_pat += 1
-                    # the ray in the depth frame, R (x, y, 1); normals facing along it are turned round
-                    x, y = xy[i, j, 0], xy[i, j, 1]
-                    dx = R[0, 0] * x + R[0, 1] * y + R[0, 2]
-                    dy = R[1, 0] * x + R[1, 1] * y + R[1, 2]
-                    dz = R[2, 0] * x + R[2, 1] * y + R[2, 2]
-                    if nx * dx + ny * dy + nz * dz > 0:
-                        nx, ny, nz = -nx, -ny, -nz
-                    for k in range(3):
-                        irradiance[i, j, k] = ambient[k]
-                    for li in range(light_dirs.shape[0]):
-                        cos = nx * light_dirs[li, 0] + ny * light_dirs[li, 1] + nz * light_dirs[li, 2]
-                        if cos > 0:
-                            for k in range(3):
-                                irradiance[i, j, k] += cos * light_colors[li, k]
-            return n_pat
-
-        _SHADING_KERNEL = shade
-    return _SHADING_KERNEL
+def _kernels():
+    """training.synth._kernels, imported on first use (numba)."""
+    from training.synth import _kernels
+    return _kernels
 
 
 # ------------------------------------------------------------------------------------------ color sensor

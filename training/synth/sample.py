@@ -672,7 +672,9 @@ class SynthEngine:
 
     def _to_sample(self, index: int, frame: Frame, box: CropBox, attempts: int) -> Sample:
         rig = frame.rig
-        aligned, _valid = self.aligner(frame.scene.depth_mode, frame.scene.color_resolution)(frame.color_bgr, frame.depth_mm)
+        W, H = rig.depth.size      # (the crop reads only the aligned pixels of its box's window)
+        aligned, _valid = self.aligner(frame.scene.depth_mode, frame.scene.color_resolution)(
+            frame.color_bgr, frame.depth_mm, window=_window_of_box(box, W, H))
         rgb = crop_color(aligned, box)[..., ::-1].copy()
         depth = crop_depth(frame.depth_mm, box)
         mask = crop_mask(frame.mask, box)

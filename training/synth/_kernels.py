@@ -1,0 +1,432 @@
+"""The synthetic engine's compiled kernels (numba), in one module so that numba's on-disk cache stays
+valid (it tracks this file) and kernels may call each other. Each one's contract is documented where it
+is used: ray casting in `training.synth.raycast`, `Grid.take` and `render_color` in
+`training.synth.render`, procedural albedo in `training.synth.appearance.albedo_of`. Import this module
+lazily (it imports numba; the first use in a fresh checkout compiles, later processes load the cache).
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from training.synth.raycast import NEAR_M
+
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")   # IEEE division: no zero-division checks
+_KIND_SOLID, _KIND_PATTERNED, _KIND_PERSON = 0, 1, 2             # training.synth.render's face kinds
+
+
+# ------------------------------------------------------------------------------------------ ray casting
+@_jit
+def projected_polygon(P, F, f, px, py):
+    """The part of face f in front of the near plane (Sutherland-Hodgman against z >= NEAR_M: the vertices
+    in front plus each crossing edge's point at z = NEAR_M) projected to z = 1: k <= 4 vertices in
+    px, py, in order around the polygon. Straight edges stay straight under this projection."""
+    k = 0
+    for e in range(3):
+        p, q = F[f, e], F[f, (e + 1) % 3]
+        pz, qz = P[p, 2], P[q, 2]
+        if pz >= NEAR_M:
+            px[k] = P[p, 0] / pz
+            py[k] = P[p, 1] / pz
+            k += 1
+        if (pz >= NEAR_M) != (qz >= NEAR_M):
+            w = (NEAR_M - pz) / (qz - pz)
+            px[k] = (P[p, 0] + w * (P[q, 0] - P[p, 0])) / NEAR_M
+            py[k] = (P[p, 1] + w * (P[q, 1] - P[p, 1])) / NEAR_M
+            k += 1
+    return k
+
+@_jit
+def face_planes_kernel(P, F):
+    nf = F.shape[0]
+    out = np.empty((nf, 17), np.float64)
+    px = np.empty(4, np.float64)
+    py = np.empty(4, np.float64)
+    for f in range(nf):
+        ia, ib, ic = F[f, 0], F[f, 1], F[f, 2]
+        ax, ay, az = P[ia, 0], P[ia, 1], P[ia, 2]
+        e1x, e1y, e1z = P[ib, 0] - ax, P[ib, 1] - ay, P[ib, 2] - az
+        e2x, e2y, e2z = P[ic, 0] - ax, P[ic, 1] - ay, P[ic, 2] - az
+        nx = e1y * e2z - e1z * e2y
+        ny = e1z * e2x - e1x * e2z
+        nz = e1x * e2y - e1y * e2x
+        out[f, 0] = nx
+        out[f, 1] = ny
+        out[f, 2] = nz
+        out[f, 3] = e2y * az - e2z * ay            # U = e2 x a
+        out[f, 4] = e2z * ax - e2x * az
+        out[f, 5] = e2x * ay - e2y * ax
+        out[f, 6] = ay * e1z - az * e1y            # V = a x e1
+        out[f, 7] = az * e1x - ax * e1z
+        out[f, 8] = ax * e1y - ay * e1x
+        out[f, 9] = ax * nx + ay * ny + az * nz
+        k = projected_polygon(P, F, f, px, py)
+        xlo, xhi, ylo, yhi = np.inf, -np.inf, np.inf, -np.inf
+        for m in range(k):
+            xlo, xhi = min(xlo, px[m]), max(xhi, px[m])
+            ylo, yhi = min(ylo, py[m]), max(yhi, py[m])
+        out[f, 10] = xlo
+        out[f, 11] = xhi
+        out[f, 12] = ylo
+        out[f, 13] = yhi
+        norm = np.sqrt(nx * nx + ny * ny + nz * nz)
+        if norm > 0.0:
+            out[f, 14] = nx / norm
+            out[f, 15] = ny / norm
+            out[f, 16] = nz / norm
+        else:
+            out[f, 14] = out[f, 15] = out[f, 16] = 0.0
+    return out
+
+@_jit
+def lower_bound(arr, value):
+    """First index i with arr[i] >= value (arr non-decreasing); len(arr) if none."""
+    lo, hi = 0, arr.shape[0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if arr[mid] < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+@_jit
+def upper_bound(arr, value):
+    """First index i with arr[i] > value (arr non-decreasing); len(arr) if none."""
+    lo, hi = 0, arr.shape[0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if arr[mid] <= value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+@_jit
+def hit(planes, f, x, y, t_best):
+    """Ray (x, y, 1) against face f: (t, u, v) with t < t_best, or t = inf.
+
+    With the origin at the camera centre and d = (x, y, 1): u = d.U / d.n, v = d.V / d.n, t = s / d.n
+    (Moller-Trumbore's determinant and scalar triple products, regrouped per face)."""
+    dn = planes[f, 0] * x + planes[f, 1] * y + planes[f, 2]
+    if dn == 0.0:
+        return np.inf, 0.0, 0.0
+    t = planes[f, 9] / dn
+    if t < NEAR_M or t >= t_best:
+        return np.inf, 0.0, 0.0
+    u = (planes[f, 3] * x + planes[f, 4] * y + planes[f, 5]) / dn
+    if u < 0.0 or u > 1.0:
+        return np.inf, 0.0, 0.0
+    v = (planes[f, 6] * x + planes[f, 7] * y + planes[f, 8]) / dn
+    if v < 0.0 or u + v > 1.0:
+        return np.inf, 0.0, 0.0
+    return t, u, v
+
+@_jit
+def test_row(planes, f, xy, valid, i, j0, j1, xlo, xhi, ylo, yhi, t_out, face_out, bary_out):
+    for j in range(j0, j1):
+        x = xy[i, j, 0]
+        y = xy[i, j, 1]
+        if x < xlo or x > xhi or y < ylo or y > yhi or not valid[i, j]:
+            continue
+        t, u, v = hit(planes, f, x, y, t_out[i, j])
+        if t < np.inf:
+            t_out[i, j] = t
+            face_out[i, j] = f
+            bary_out[i, j, 0] = u
+            bary_out[i, j, 1] = v
+
+@_jit
+def index_grid(xy, valid, T, cell_rays):
+    """Search tables of a grid of rays (see `RayGrid`)."""
+    h, w = valid.shape
+    row_lo = np.full(h, np.inf)
+    row_hi = np.full(h, -np.inf)
+    col_lo = np.full(w, np.inf)
+    col_hi = np.full(w, -np.inf)
+    th, tw = (h + T - 1) // T, (w + T - 1) // T
+    tiles = np.empty((th, tw, 4), np.float64)
+    tiles[:, :, 0] = np.inf
+    tiles[:, :, 1] = -np.inf
+    tiles[:, :, 2] = np.inf
+    tiles[:, :, 3] = -np.inf
+    n = 0
+    for i in range(h):
+        for j in range(w):
+            if not valid[i, j]:
+                continue
+            x, y = xy[i, j, 0], xy[i, j, 1]
+            n += 1
+            row_lo[i] = min(row_lo[i], y)
+            row_hi[i] = max(row_hi[i], y)
+            col_lo[j] = min(col_lo[j], x)
+            col_hi[j] = max(col_hi[j], x)
+            ti, tj = i // T, j // T
+            tiles[ti, tj, 0] = min(tiles[ti, tj, 0], x)
+            tiles[ti, tj, 1] = max(tiles[ti, tj, 1], x)
+            tiles[ti, tj, 2] = min(tiles[ti, tj, 2], y)
+            tiles[ti, tj, 3] = max(tiles[ti, tj, 3], y)
+    for i in range(h - 2, -1, -1):
+        row_lo[i] = min(row_lo[i], row_lo[i + 1])
+    for i in range(1, h):
+        row_hi[i] = max(row_hi[i], row_hi[i - 1])
+    for j in range(w - 2, -1, -1):
+        col_lo[j] = min(col_lo[j], col_lo[j + 1])
+    for j in range(1, w):
+        col_hi[j] = max(col_hi[j], col_hi[j - 1])
+    # cells: a regular grid over the rays' box on the z = 1 plane, about one ray per cell; each cell
+    # keeps the row and column range of the rays inside it
+    gx0, gx1, gy0, gy1 = col_lo[0], col_hi[w - 1], row_lo[0], row_hi[h - 1]
+    if n == 0:
+        return row_lo, row_hi, col_lo, col_hi, tiles, np.zeros((1, 1, 4), np.int32), 0.0, 0.0, 1.0
+    cs = max(np.sqrt(max(gx1 - gx0, 1e-12) * max(gy1 - gy0, 1e-12) / n * cell_rays), 1e-9)
+    nx = int((gx1 - gx0) / cs) + 1
+    ny = int((gy1 - gy0) / cs) + 1
+    cells = np.empty((ny, nx, 4), np.int32)
+    cells[:, :, 0] = h
+    cells[:, :, 1] = -1
+    cells[:, :, 2] = w
+    cells[:, :, 3] = -1
+    for i in range(h):
+        for j in range(w):
+            if not valid[i, j]:
+                continue
+            cx = min(int((xy[i, j, 0] - gx0) / cs), nx - 1)
+            cy = min(int((xy[i, j, 1] - gy0) / cs), ny - 1)
+            cells[cy, cx, 0] = min(cells[cy, cx, 0], i)
+            cells[cy, cx, 1] = max(cells[cy, cx, 1], i)
+            cells[cy, cx, 2] = min(cells[cy, cx, 2], j)
+            cells[cy, cx, 3] = max(cells[cy, cx, 3], j)
+    return row_lo, row_hi, col_lo, col_hi, tiles, cells, gx0, gy0, cs
+
+@_jit
+def cast_grid_kernel(P, F, planes, xy, valid, row_lo, row_hi, col_lo, col_hi, tiles, T,
+                     cells, gx0, gy0, cs, max_cells, t_out, face_out, bary_out):
+    px = np.empty(4, np.float64)
+    py = np.empty(4, np.float64)
+    ea = np.empty(4, np.float64)
+    eb = np.empty(4, np.float64)
+    ec = np.empty(4, np.float64)
+    ny, nx = cells.shape[0], cells.shape[1]
+    for f in range(planes.shape[0]):
+        xlo, xhi, ylo, yhi = planes[f, 10], planes[f, 11], planes[f, 12], planes[f, 13]
+        if not xlo <= xhi:
+            continue
+        # small faces: the cells under the face's box hold every ray that can hit it
+        fx0 = (xlo - gx0) / cs
+        fx1 = (xhi - gx0) / cs
+        fy0 = (ylo - gy0) / cs
+        fy1 = (yhi - gy0) / cs
+        if fx1 < 0.0 or fy1 < 0.0 or fx0 >= nx or fy0 >= ny:
+            continue
+        cx0, cx1 = max(int(fx0), 0), min(int(fx1), nx - 1)
+        cy0, cy1 = max(int(fy0), 0), min(int(fy1), ny - 1)
+        if (cx1 - cx0 + 1) * (cy1 - cy0 + 1) <= max_cells:
+            i0, i1, j0, j1 = 1 << 30, -1, 1 << 30, -1
+            for cy in range(cy0, cy1 + 1):
+                for cx in range(cx0, cx1 + 1):
+                    if cells[cy, cx, 1] >= 0:
+                        i0 = min(i0, cells[cy, cx, 0])
+                        i1 = max(i1, cells[cy, cx, 1])
+                        j0 = min(j0, cells[cy, cx, 2])
+                        j1 = max(j1, cells[cy, cx, 3])
+            for i in range(i0, i1 + 1):
+                test_row(planes, f, xy, valid, i, j0, j1 + 1, xlo, xhi, ylo, yhi, t_out, face_out, bary_out)
+            continue
+        # large faces: the rows and columns whose ranges meet the box, then the T x T tiles of that block
+        # whose rays' box meets the face's box and is not wholly outside one of the half-planes
+        # a x + b y + c >= 0 bounding its (convex) projection
+        i0 = lower_bound(row_hi, ylo)
+        i1 = upper_bound(row_lo, yhi)
+        j0 = lower_bound(col_hi, xlo)
+        j1 = upper_bound(col_lo, xhi)
+        if i1 <= i0 or j1 <= j0:
+            continue
+        k = projected_polygon(P, F, f, px, py)
+        area = 0.0
+        for e in range(k):
+            area += px[e] * py[(e + 1) % k] - px[(e + 1) % k] * py[e]
+        n_edges = k if (k >= 3 and area != 0.0) else 0
+        sgn = 1.0 if area > 0 else -1.0
+        for e in range(n_edges):
+            dx = px[(e + 1) % k] - px[e]
+            dy = py[(e + 1) % k] - py[e]
+            ea[e] = -dy * sgn
+            eb[e] = dx * sgn
+            ec[e] = (dy * px[e] - dx * py[e]) * sgn
+        for ti in range(i0 // T, (i1 - 1) // T + 1):
+            for tj in range(j0 // T, (j1 - 1) // T + 1):
+                bx0, bx1, by0, by1 = tiles[ti, tj, 0], tiles[ti, tj, 1], tiles[ti, tj, 2], tiles[ti, tj, 3]
+                if bx1 < xlo or bx0 > xhi or by1 < ylo or by0 > yhi:
+                    continue
+                outside = False
+                for e in range(n_edges):
+                    a, b = ea[e], eb[e]
+                    best = a * (bx1 if a > 0 else bx0) + b * (by1 if b > 0 else by0) + ec[e]
+                    if best < -1e-12 * (1.0 + abs(ec[e])):
+                        outside = True
+                        break
+                if outside:
+                    continue
+                for i in range(max(i0, ti * T), min(i1, ti * T + T)):
+                    test_row(planes, f, xy, valid, i, max(j0, tj * T), min(j1, tj * T + T),
+                             xlo, xhi, ylo, yhi, t_out, face_out, bary_out)
+
+@_jit
+def cast_list_kernel(planes, xy, order, xs_sorted, t_out, face_out, bary_out):
+    for f in range(planes.shape[0]):
+        xlo, xhi, ylo, yhi = planes[f, 10], planes[f, 11], planes[f, 12], planes[f, 13]
+        if not xlo <= xhi:
+            continue
+        for k in range(lower_bound(xs_sorted, xlo), upper_bound(xs_sorted, xhi)):
+            r = order[k]
+            y = xy[r, 1]
+            if y < ylo or y > yhi:
+                continue
+            t, u, v = hit(planes, f, xy[r, 0], y, t_out[r])
+            if t < np.inf:
+                t_out[r] = t
+                face_out[r] = f
+                bary_out[r, 0] = u
+                bary_out[r, 1] = v
+
+@_jit
+def gather_rows_kernel(table, idx, out):
+    flat = idx.ravel()
+    rows = out.reshape(flat.shape[0], table.shape[1])
+    for k in range(flat.shape[0]):
+        f = flat[k]
+        for c in range(table.shape[1]):
+            rows[k, c] = table[f, c] if f >= 0 else 0.0
+
+
+# ------------------------------------------------------------------------------------------ Grid.take
+@_jit
+def bilinear(table, iy, ix, fy, fx, out):
+    one = np.float32(1.0)
+    for i in range(iy.shape[0]):
+        r, gy, wy = iy[i], one - fy[i], fy[i]
+        for j in range(ix.shape[0]):
+            c, gx, wx = ix[j], one - fx[j], fx[j]
+            for k in range(table.shape[2]):
+                r0 = table[r, c, k] * gy + table[r + 1, c, k] * wy
+                r1 = table[r, c + 1, k] * gy + table[r + 1, c + 1, k] * wy
+                out[i, j, k] = r0 * gx + r1 * wx
+
+@_jit
+def all_four(table, iy, ix, out):
+    for i in range(iy.shape[0]):
+        r = iy[i]
+        for j in range(ix.shape[0]):
+            c = ix[j]
+            for k in range(table.shape[2]):
+                out[i, j, k] = table[r, c, k] and table[r, c + 1, k] and table[r + 1, c, k] \
+                    and table[r + 1, c + 1, k]
+
+
+# ------------------------------------------------------------------------------------------ shading
+@_jit
+def shade(face, bary, xy, R, faces, face_kind, face_material, mat_color, person_attr, texcoords,
+          face_normals, light_dirs, light_colors, ambient, irradiance, albedo, patterned, tex):
+    """render_color's per-pixel shading: for each hit, the shading normal (people: interpolated vertex
+    normals, renormalised; else the face normal), turned to face the ray R (x, y, 1); irradiance = ambient
+    + sum over lights of max(n . l, 0) colour; albedo (people: interpolated vertex albedo; solid
+    materials: their colour). Pixels of patterned materials are listed instead (flat index in
+    `patterned`, interpolated texture coordinate in `tex`; albedo left to `albedo_kernel`). Returns how
+    many were listed."""
+    h, w = face.shape
+    n_pat = 0
+    for i in range(h):
+        for j in range(w):
+            f = face[i, j]
+            if f < 0:
+                continue
+            kind = face_kind[f]
+            u, v = bary[i, j, 0], bary[i, j, 1]
+            a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+            wa = np.float32(1.0) - u - v
+            if kind == _KIND_PERSON:       # smooth normal and per-vertex albedo
+                nx = wa * person_attr[a, 0] + u * person_attr[b, 0] + v * person_attr[c, 0]
+                ny = wa * person_attr[a, 1] + u * person_attr[b, 1] + v * person_attr[c, 1]
+                nz = wa * person_attr[a, 2] + u * person_attr[b, 2] + v * person_attr[c, 2]
+                norm = np.sqrt(nx * nx + ny * ny + nz * nz)
+                if norm > 1e-12:
+                    nx, ny, nz = nx / norm, ny / norm, nz / norm
+                for k in range(3):
+                    albedo[i, j, k] = wa * person_attr[a, 3 + k] + u * person_attr[b, 3 + k] \
+                        + v * person_attr[c, 3 + k]
+            else:
+                nx, ny, nz = face_normals[f, 0], face_normals[f, 1], face_normals[f, 2]
+                if kind == _KIND_SOLID:
+                    m = face_material[f]
+                    for k in range(3):
+                        albedo[i, j, k] = mat_color[m, k]
+                else:
+                    for k in range(3):
+                        tex[n_pat, k] = wa * texcoords[a, k] + u * texcoords[b, k] + v * texcoords[c, k]
+                    patterned[n_pat] = i * w + j
+                    n_pat += 1
+            # the ray in the depth frame, R (x, y, 1); normals facing along it are turned round
+            x, y = xy[i, j, 0], xy[i, j, 1]
+            dx = R[0, 0] * x + R[0, 1] * y + R[0, 2]
+            dy = R[1, 0] * x + R[1, 1] * y + R[1, 2]
+            dz = R[2, 0] * x + R[2, 1] * y + R[2, 2]
+            if nx * dx + ny * dy + nz * dz > 0:
+                nx, ny, nz = -nx, -ny, -nz
+            for k in range(3):
+                irradiance[i, j, k] = ambient[k]
+            for li in range(light_dirs.shape[0]):
+                cos = nx * light_dirs[li, 0] + ny * light_dirs[li, 1] + nz * light_dirs[li, 2]
+                if cos > 0:
+                    for k in range(3):
+                        irradiance[i, j, k] += cos * light_colors[li, k]
+    return n_pat
+
+
+# ------------------------------------------------------------------------------------------ albedo
+# (training.synth.appearance.albedo_of documents the patterns; table rows: appearance.material_table)
+@_jit
+def albedo_kernel(table, waves, material, p, out):
+    for i in range(p.shape[0]):
+        row = material[i]
+        code = int(table[row, 0])
+        inv = table[row, 1]
+        x = p[i, 0] + table[row, 11]
+        y = p[i, 1] + table[row, 12]
+        z = p[i, 2] + table[row, 13]
+        k = 0.0
+        if code == 1 or code == 4:     # stripes / planks: coordinate across `axis`
+            t = (x * table[row, 8] + y * table[row, 9] + z * table[row, 10]) * inv
+            if code == 1:
+                k = 1.0 if t - math.floor(t) < 0.5 else 0.0
+            else:
+                plank = math.floor(t)
+                h = math.sin(plank * 12.9898 + 78.233) * 43758.547
+                shade = 0.75 + 0.5 * (h - math.floor(h))
+                grain = 0.5 + 0.5 * math.sin(40.0 * t + 3.0 * plank)
+                edge = t - plank < 0.03
+                for c in range(3):
+                    v = table[row, 2 + c] * shade * (1.0 - 0.25 * grain)
+                    if edge:
+                        v = table[row, 5 + c]
+                    out[i, c] = min(max(v, 0.0), 1.0)
+                continue
+        elif code == 2:
+            cell = int(math.floor(x * inv)) + int(math.floor(y * inv)) + int(math.floor(z * inv))
+            k = float(cell & 1)
+        elif code == 3:
+            start, count = int(table[row, 14]), int(table[row, 15])
+            acc = 0.0
+            for w in range(start, start + count):
+                acc += math.sin(waves[w, 0] * x + waves[w, 1] * y + waves[w, 2] * z + waves[w, 3])
+            if count:
+                k = min(max(acc / count * 0.5 * math.sqrt(count) + 0.5, 0.0), 1.0)
+        elif code == 5:
+            fx = x * inv - math.floor(x * inv)
+            fy = y * inv - math.floor(y * inv)
+            k = 1.0 if (fx < 0.04 or fx > 0.96 or fy < 0.04 or fy > 0.96) else 0.0
+        for c in range(3):
+            out[i, c] = table[row, 2 + c] * (1.0 - k) + table[row, 5 + c] * k
+
