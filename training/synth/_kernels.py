@@ -14,6 +14,7 @@ import numpy as np
 from training.synth.raycast import NEAR_M
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")   # IEEE division: no zero-division checks
+_inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")   # small helpers
 _KIND_SOLID, _KIND_PATTERNED, _KIND_PERSON = 0, 1, 2             # training.synth.render's face kinds
 
 
@@ -80,7 +81,7 @@ def face_planes_kernel(P, F):
             out[f, 14] = out[f, 15] = out[f, 16] = 0.0
     return out
 
-@_jit
+@_inline
 def lower_bound(arr, value):
     """First index i with arr[i] >= value (arr non-decreasing); len(arr) if none."""
     lo, hi = 0, arr.shape[0]
@@ -92,7 +93,7 @@ def lower_bound(arr, value):
             hi = mid
     return lo
 
-@_jit
+@_inline
 def upper_bound(arr, value):
     """First index i with arr[i] > value (arr non-decreasing); len(arr) if none."""
     lo, hi = 0, arr.shape[0]
@@ -104,27 +105,28 @@ def upper_bound(arr, value):
             hi = mid
     return lo
 
-@_jit
+@_inline
 def hit(planes, f, x, y, t_best):
-    """Ray (x, y, 1) against face f: (t, u, v) with t < t_best, or t = inf.
+    """Ray (x, y, 1) against face f: (t, u, v) with NEAR_M <= t < t_best, or t = inf.
 
     With the origin at the camera centre and d = (x, y, 1): u = d.U / d.n, v = d.V / d.n, t = s / d.n
-    (Moller-Trumbore's determinant and scalar triple products, regrouped per face)."""
+    (Moller-Trumbore's determinant and scalar triple products, regrouped per face). The inside and depth
+    tests compare the numerators with d.n (sign-normalised), so only accepted hits divide."""
     dn = planes[f, 0] * x + planes[f, 1] * y + planes[f, 2]
-    if dn == 0.0:
+    du = planes[f, 3] * x + planes[f, 4] * y + planes[f, 5]
+    dv = planes[f, 6] * x + planes[f, 7] * y + planes[f, 8]
+    s = planes[f, 9]
+    if dn < 0.0:
+        dn, du, dv, s = -dn, -du, -dv, -s
+    elif dn == 0.0:
         return np.inf, 0.0, 0.0
-    t = planes[f, 9] / dn
-    if t < NEAR_M or t >= t_best:
+    if du < 0.0 or dv < 0.0 or du + dv > dn or s < NEAR_M * dn or s >= t_best * dn:
         return np.inf, 0.0, 0.0
-    u = (planes[f, 3] * x + planes[f, 4] * y + planes[f, 5]) / dn
-    if u < 0.0 or u > 1.0:
-        return np.inf, 0.0, 0.0
-    v = (planes[f, 6] * x + planes[f, 7] * y + planes[f, 8]) / dn
-    if v < 0.0 or u + v > 1.0:
-        return np.inf, 0.0, 0.0
-    return t, u, v
+    inv = 1.0 / dn
+    return s * inv, du * inv, dv * inv
 
-@_jit
+
+@_inline
 def test_row(planes, f, xy, valid, i, j0, j1, xlo, xhi, ylo, yhi, t_out, face_out, bary_out):
     for j in range(j0, j1):
         x = xy[i, j, 0]
@@ -328,16 +330,13 @@ def all_four(table, iy, ix, out):
 
 # ------------------------------------------------------------------------------------------ shading
 @_jit
-def shade(face, bary, xy, R, faces, face_kind, face_material, mat_color, person_attr, texcoords,
-          face_normals, light_dirs, light_colors, ambient, irradiance, albedo, patterned, tex):
+def shade(face, bary, xy, R, faces, face_kind, face_material, mat_color, mat_table, mat_waves, person_attr,
+          texcoords, face_normals, light_dirs, light_colors, ambient, irradiance, albedo):
     """render_color's per-pixel shading: for each hit, the shading normal (people: interpolated vertex
     normals, renormalised; else the face normal), turned to face the ray R (x, y, 1); irradiance = ambient
     + sum over lights of max(n . l, 0) colour; albedo (people: interpolated vertex albedo; solid
-    materials: their colour). Pixels of patterned materials are listed instead (flat index in
-    `patterned`, interpolated texture coordinate in `tex`; albedo left to `albedo_kernel`). Returns how
-    many were listed."""
+    materials: their colour; patterned ones: `material_albedo` at the interpolated texture coordinate)."""
     h, w = face.shape
-    n_pat = 0
     for i in range(h):
         for j in range(w):
             f = face[i, j]
@@ -364,10 +363,13 @@ def shade(face, bary, xy, R, faces, face_kind, face_material, mat_color, person_
                     for k in range(3):
                         albedo[i, j, k] = mat_color[m, k]
                 else:
-                    for k in range(3):
-                        tex[n_pat, k] = wa * texcoords[a, k] + u * texcoords[b, k] + v * texcoords[c, k]
-                    patterned[n_pat] = i * w + j
-                    n_pat += 1
+                    tx = wa * texcoords[a, 0] + u * texcoords[b, 0] + v * texcoords[c, 0]
+                    ty = wa * texcoords[a, 1] + u * texcoords[b, 1] + v * texcoords[c, 1]
+                    tz = wa * texcoords[a, 2] + u * texcoords[b, 2] + v * texcoords[c, 2]
+                    r, g, bl = material_albedo(mat_table, mat_waves, face_material[f], tx, ty, tz)
+                    albedo[i, j, 0] = r
+                    albedo[i, j, 1] = g
+                    albedo[i, j, 2] = bl
             # the ray in the depth frame, R (x, y, 1); normals facing along it are turned round
             x, y = xy[i, j, 0], xy[i, j, 1]
             dx = R[0, 0] * x + R[0, 1] * y + R[0, 2]
@@ -382,51 +384,80 @@ def shade(face, bary, xy, R, faces, face_kind, face_material, mat_color, person_
                 if cos > 0:
                     for k in range(3):
                         irradiance[i, j, k] += cos * light_colors[li, k]
-    return n_pat
 
 
 # ------------------------------------------------------------------------------------------ albedo
 # (training.synth.appearance.albedo_of documents the patterns; table rows: appearance.material_table)
+@_inline
+def material_albedo(table, waves, row, px, py, pz):
+    """(r, g, b) albedo of material `row` at texture coordinate (px, py, pz) metres."""
+    code = int(table[row, 0])
+    inv = table[row, 1]
+    x = px + table[row, 11]
+    y = py + table[row, 12]
+    z = pz + table[row, 13]
+    k = 0.0
+    if code == 1 or code == 4:     # stripes / planks: coordinate across `axis`
+        t = (x * table[row, 8] + y * table[row, 9] + z * table[row, 10]) * inv
+        if code == 1:
+            k = 1.0 if t - math.floor(t) < 0.5 else 0.0
+        else:
+            plank = math.floor(t)
+            h = math.sin(plank * 12.9898 + 78.233) * 43758.547
+            f = (0.75 + 0.5 * (h - math.floor(h))) * (1.0 - 0.25 * (0.5 + 0.5 * math.sin(40.0 * t + 3.0 * plank)))
+            if t - plank < 0.03:
+                return table[row, 5], table[row, 6], table[row, 7]
+            return (min(max(table[row, 2] * f, 0.0), 1.0), min(max(table[row, 3] * f, 0.0), 1.0),
+                    min(max(table[row, 4] * f, 0.0), 1.0))
+    elif code == 2:
+        cell = int(math.floor(x * inv)) + int(math.floor(y * inv)) + int(math.floor(z * inv))
+        k = float(cell & 1)
+    elif code == 3:
+        start, count = int(table[row, 14]), int(table[row, 15])
+        acc = 0.0
+        for w in range(start, start + count):
+            acc += math.sin(waves[w, 0] * x + waves[w, 1] * y + waves[w, 2] * z + waves[w, 3])
+        if count:
+            k = min(max(acc / count * 0.5 * math.sqrt(count) + 0.5, 0.0), 1.0)
+    elif code == 5:
+        fx = x * inv - math.floor(x * inv)
+        fy = y * inv - math.floor(y * inv)
+        k = 1.0 if (fx < 0.04 or fx > 0.96 or fy < 0.04 or fy > 0.96) else 0.0
+    return (table[row, 2] * (1.0 - k) + table[row, 5] * k, table[row, 3] * (1.0 - k) + table[row, 6] * k,
+            table[row, 4] * (1.0 - k) + table[row, 7] * k)
+
+
 @_jit
 def albedo_kernel(table, waves, material, p, out):
     for i in range(p.shape[0]):
-        row = material[i]
-        code = int(table[row, 0])
-        inv = table[row, 1]
-        x = p[i, 0] + table[row, 11]
-        y = p[i, 1] + table[row, 12]
-        z = p[i, 2] + table[row, 13]
-        k = 0.0
-        if code == 1 or code == 4:     # stripes / planks: coordinate across `axis`
-            t = (x * table[row, 8] + y * table[row, 9] + z * table[row, 10]) * inv
-            if code == 1:
-                k = 1.0 if t - math.floor(t) < 0.5 else 0.0
-            else:
-                plank = math.floor(t)
-                h = math.sin(plank * 12.9898 + 78.233) * 43758.547
-                shade = 0.75 + 0.5 * (h - math.floor(h))
-                grain = 0.5 + 0.5 * math.sin(40.0 * t + 3.0 * plank)
-                edge = t - plank < 0.03
-                for c in range(3):
-                    v = table[row, 2 + c] * shade * (1.0 - 0.25 * grain)
-                    if edge:
-                        v = table[row, 5 + c]
-                    out[i, c] = min(max(v, 0.0), 1.0)
-                continue
-        elif code == 2:
-            cell = int(math.floor(x * inv)) + int(math.floor(y * inv)) + int(math.floor(z * inv))
-            k = float(cell & 1)
-        elif code == 3:
-            start, count = int(table[row, 14]), int(table[row, 15])
-            acc = 0.0
-            for w in range(start, start + count):
-                acc += math.sin(waves[w, 0] * x + waves[w, 1] * y + waves[w, 2] * z + waves[w, 3])
-            if count:
-                k = min(max(acc / count * 0.5 * math.sqrt(count) + 0.5, 0.0), 1.0)
-        elif code == 5:
-            fx = x * inv - math.floor(x * inv)
-            fy = y * inv - math.floor(y * inv)
-            k = 1.0 if (fx < 0.04 or fx > 0.96 or fy < 0.04 or fy > 0.96) else 0.0
-        for c in range(3):
-            out[i, c] = table[row, 2 + c] * (1.0 - k) + table[row, 5 + c] * k
+        r, g, b = material_albedo(table, waves, material[i], p[i, 0], p[i, 1], p[i, 2])
+        out[i, 0] = r
+        out[i, 1] = g
+        out[i, 2] = b
 
+
+# ------------------------------------------------------------------------------------------ color sensor
+@_jit
+def color_sensor_kernel(img, gains, vx, vy, half_vignette, shot, read2, uniform, quantiles, out):
+    """training.synth.render.color_sensor_image's exposure, white balance, vignetting and noise, per
+    pixel (h, w, 3) float32; N(0, 1) = quantiles[uniform] (16-bit inverse-CDF lookup)."""
+    one = np.float32(1.0)
+    for i in range(img.shape[0]):
+        for j in range(img.shape[1]):
+            g = one - half_vignette * (vx[j] * vx[j] + vy[i] * vy[i])
+            for c in range(img.shape[2]):
+                v = img[i, j, c] * gains[c] * g
+                var = max(v, np.float32(0.0)) * shot + read2
+                out[i, j, c] = v + quantiles[uniform[i, j, c]] * np.sqrt(var)
+
+
+@_jit
+def encode_srgb_kernel(img, lut, bgr, out):
+    """training.synth.render.encode_srgb on (N, C) rows."""
+    top = np.float32(lut.shape[0] - 1)
+    n_c = img.shape[1]
+    for i in range(img.shape[0]):
+        for c in range(n_c):
+            s = img[i, c] * top + np.float32(0.5)
+            s = min(max(s, np.float32(0.0)), top)
+            out[i, n_c - 1 - c if bgr else c] = lut[int(s)]

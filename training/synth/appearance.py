@@ -207,6 +207,15 @@ def _rand_srgb_color(rng: np.random.Generator, saturated_p: float = 0.45) -> np.
     return srgb_to_linear(np.clip(srgb, 0.0, 1.0))
 
 
+def _random_waves(rng: np.random.Generator, k_lo: float, k_hi: float, n: int = 4) -> tuple:
+    """n rows (kx, ky, kz, phase) of a 'noise' material: random directions scaled by a wave number drawn
+    in [k_lo, k_hi) rad/m (per row, times a standard normal 3-vector), phases in [0, 6.3)."""
+    rows = np.empty((n, 4))
+    rows[:, :3] = rng.normal(size=(n, 3)) * rng.uniform(k_lo, k_hi, (n, 1))
+    rows[:, 3] = rng.uniform(0, 6.3, n)
+    return tuple(tuple(float(x) for x in r) for r in rows)
+
+
 def _garment_material(rng: np.random.Generator, pattern_p: float) -> Material:
     c1 = _rand_srgb_color(rng)
     pattern = "solid"
@@ -215,8 +224,7 @@ def _garment_material(rng: np.random.Generator, pattern_p: float) -> Material:
     c2 = _rand_srgb_color(rng) if rng.random() < 0.7 else np.clip(c1 * rng.uniform(0.3, 0.7), 0, 1)
     axis = np.array([0.0, 1.0, 0.0]) if rng.random() < 0.7 else rng.normal(size=3)
     axis = axis / np.linalg.norm(axis)
-    waves = tuple(tuple(float(x) for x in np.r_[rng.normal(size=3) * rng.uniform(8, 40), rng.uniform(0, 6.3)])
-                  for _ in range(4))
+    waves = _random_waves(rng, 8, 40)
     # 850 nm: most fabrics reflect well whatever their visible colour; a few black synthetics absorb.
     ir = float(rng.uniform(0.03, 0.12) if rng.random() < 0.1 else rng.uniform(0.3, 0.9))
     return Material(color=tuple(c1), color2=tuple(c2), pattern=pattern, scale_m=float(rng.uniform(0.04, 0.2)),
@@ -306,7 +314,6 @@ def sample_surface_material(rng: np.random.Generator, kind: str) -> Material:
     axis = np.array([0.0, 1.0, 0.0]) if rng.random() < 0.5 else np.array([1.0, 0.0, 0.0])  # in the face plane
     scale = {"planks": rng.uniform(0.1, 0.25), "tiles": rng.uniform(0.2, 0.6), "stripes": rng.uniform(0.05, 0.4),
              "checker": rng.uniform(0.1, 0.5), "noise": rng.uniform(0.2, 1.0), "solid": 1.0}[pattern]
-    waves = tuple(tuple(float(x) for x in np.r_[rng.normal(size=3) * rng.uniform(2, 15), rng.uniform(0, 6.3)])
-                  for _ in range(4))
+    waves = _random_waves(rng, 2, 15)
     return Material(color=tuple(c1), color2=tuple(c2), pattern=pattern, scale_m=float(scale), axis=tuple(axis),
                     offset=tuple(rng.uniform(-2, 2, 3)), waves=waves, ir_reflectance=float(rng.uniform(0.15, 0.9)))

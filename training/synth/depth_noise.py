@@ -243,16 +243,27 @@ def spec_systematic_bound_mm(depth_m: Any) -> np.ndarray:
 _LUT_SIZE = 65536  # one entry per millimetre of the DEPTH16 range
 
 
-@functools.lru_cache(maxsize=8)
 def _depth_luts(config: DepthNoiseConfig) -> tuple[np.ndarray, np.ndarray]:
     """Per-millimetre tables (float32, 65536) of the distance term of sigma and of the systematic error:
-    z-only functions looked up instead of evaluated per pixel (power/sin dominate the cost otherwise)."""
+    z-only functions looked up instead of evaluated per pixel (power/sin dominate the cost otherwise).
+    Cached on the fields they depend on (the edge and dropout probabilities vary per rendered grid)."""
+    return _depth_luts_of(config.depth_mode, config.sigma_gain_mm, config.sigma_exponent, config.systematic_offset_mm,
+                          config.systematic_per_m_mm, config.wiggle_amplitude_mm, config.wiggle_period_m)
+
+
+@functools.lru_cache(maxsize=16)
+def _depth_luts_of(depth_mode: str, sigma_gain_mm: float, sigma_exponent: float, systematic_offset_mm: float,
+                   systematic_per_m_mm: float, wiggle_amplitude_mm: float, wiggle_period_m: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    config = DepthNoiseConfig(depth_mode=depth_mode, sigma_gain_mm=sigma_gain_mm, sigma_exponent=sigma_exponent,
+                              systematic_offset_mm=systematic_offset_mm, systematic_per_m_mm=systematic_per_m_mm,
+                              wiggle_amplitude_mm=wiggle_amplitude_mm, wiggle_period_m=wiggle_period_m)
     z = np.arange(_LUT_SIZE, dtype=np.float32) / np.float32(1000.0)
     return _distance_term_mm(z, config), systematic_error_mm(z, config)
 
 
 @functools.lru_cache(maxsize=1)
-def _normal_quantiles() -> np.ndarray:
+def normal_quantiles() -> np.ndarray:
     """Phi^-1((i + 0.5) / 65536) for i < 65536, float32: an equal-probability table of N(0, 1)."""
     from scipy.special import ndtri  # local: only the table needs it
 
@@ -411,7 +422,7 @@ class DepthNoiseModel:
         rng.random(out=b, dtype=np.float32)
         b *= np.float32(_LUT_SIZE)
         np.copyto(idx, b, casting="unsafe")
-        np.take(_normal_quantiles(), idx, out=b, mode="clip")
+        np.take(normal_quantiles(), idx, out=b, mode="clip")
         # sigma and bias depend on z through per-millimetre tables
         distance_lut, bias_lut = _depth_luts(cfg)
         np.multiply(z, np.float32(1000.0), out=meas)

@@ -35,6 +35,7 @@ from calibration.intrinsics import CameraIntrinsics
 from calibration.rig import RgbdRig
 from model.geometry import vertex_normals
 from training.synth.appearance import albedo_of, linear_to_srgb, material_table
+from training.synth.depth_noise import normal_quantiles
 from training.synth.raycast import RayGrid, SoupView, gather_rows
 from training.synth.scene import Lighting, SensorPose, TriangleSoup
 
@@ -369,17 +370,10 @@ def render_color(mesh: SceneMesh, cams: RigCameras, lighting: Lighting, sensor: 
     light_dirs = sensor.direction_to_camera(lighting.directions).astype(np.float32)
     irradiance = np.zeros((h, w, 3), np.float32)
     albedo = np.zeros((h, w, 3), np.float32)
-    patterned = np.empty(h * w, np.int64)      # pixels whose albedo is a pattern, and their texcoords
-    tex = np.empty((h * w, 3), np.float32)
-    n_patterned = _kernels().shade(
-        hits.face, hits.bary, rays.xy, cams.color_to_depth_R.astype(np.float32), mesh.faces, mesh.face_kind,
-        mesh.face_material, mesh.mat_color, mesh.person_attr, mesh.texcoords, mesh.face_normals(cams).astype(np.float32),
-        light_dirs, lighting.colors.astype(np.float32), lighting.ambient.astype(np.float32),
-        irradiance, albedo, patterned, tex)
-    if n_patterned:
-        pix = patterned[:n_patterned]
-        albedo.reshape(-1, 3)[pix] = albedo_of(mesh.mat_table, mesh.mat_waves,
-                                               mesh.face_material[hits.face.ravel()[pix]], tex[:n_patterned])
+    _kernels().shade(hits.face, hits.bary, rays.xy, cams.color_to_depth_R.astype(np.float32), mesh.faces,
+                     mesh.face_kind, mesh.face_material, mesh.mat_color, mesh.mat_table, mesh.mat_waves,
+                     mesh.person_attr, mesh.texcoords, mesh.face_normals(cams).astype(np.float32), light_dirs,
+                     lighting.colors.astype(np.float32), lighting.ambient.astype(np.float32), irradiance, albedo)
     linear = np.multiply(albedo, irradiance, out=albedo)
     return ColorRender(grid=grid, linear=linear, face=hits.face)
 
@@ -458,15 +452,14 @@ def _srgb_lut() -> np.ndarray:
 
 def encode_srgb(linear: np.ndarray, bgr: bool = False) -> np.ndarray:
     """Linear RGB float (..., 3) -> uint8 sRGB codes, same shape (via a 14-bit lookup table, ~4x faster
-    than the exact curve; differs from it by at most one code in the darkest few levels).
-    bgr: return the channels reversed (OpenCV order), contiguous."""
-    scaled = np.multiply(linear, np.float32(_LUT_SIZE - 1), dtype=np.float32)
-    scaled += np.float32(0.5)
-    np.clip(scaled, 0, _LUT_SIZE - 1, out=scaled)
-    idx = scaled.astype(np.uint16)
-    if bgr:
-        idx = idx[..., ::-1]
-    return np.take(_srgb_lut(), idx)
+    than the exact curve; differs from it by at most one code in the darkest few levels): code =
+    LUT[trunc(clip(v * 16383 + 0.5, 0, 16383))] in float32. bgr: channels reversed (OpenCV order)."""
+    img = np.ascontiguousarray(linear, dtype=np.float32)
+    out = np.empty(img.shape, np.uint8)
+    if img.size:
+        flat = img.reshape(-1, img.shape[-1])
+        _kernels().encode_srgb_kernel(flat, _srgb_lut(), bool(bgr), out.reshape(flat.shape))
+    return out
 
 
 def color_sensor_image(linear: np.ndarray, spec: Optional[ColorSensorSpec], rng: Optional[np.random.Generator],
@@ -474,26 +467,26 @@ def color_sensor_image(linear: np.ndarray, spec: Optional[ColorSensorSpec], rng:
     """Linear RGB radiance (h, w, 3) rendered on `grid` -> what the color camera delivers: uint8 BGR
     of the grid's whole window (upsampled if the grid is strided; noise is added before upsampling).
 
-    full_size: (width, height) of the whole image (vignetting is centred on it). spec None = ideal camera
-    (sRGB encoding only, no noise; rng unused).
+    The sensor: v = L * exposure * wb_gain[channel] * (1 - vignette / 2 * r^2) (r: distance from the
+    image centre, 1 at the middle of an edge), plus noise of variance shot * max(v, 0) + read^2, drawn as
+    N(0, 1) by inverse-CDF lookup of 16-bit uniforms (tails cut at +-4.3 sigma, as the depth model does);
+    then an optional Gaussian blur, sRGB encoding. full_size: (width, height) of the whole image.
+    spec None = ideal camera (sRGB encoding only, no noise; rng unused).
     """
     img = np.asarray(linear, np.float32)
     if spec is not None:
         if rng is None:
             raise ValueError("color_sensor_image needs an rng when a sensor spec is given")
         W, H = full_size
-        img = img * (np.float32(spec.exposure) * np.asarray(spec.wb_gains, np.float32))
-        if spec.vignette > 0:
-            xs = (grid.xs.astype(np.float32) - np.float32((W - 1) / 2)) / np.float32(W / 2)
-            ys = (grid.ys.astype(np.float32) - np.float32((H - 1) / 2)) / np.float32(H / 2)
-            gain = np.float32(1.0) - np.float32(spec.vignette / 2) * (xs[None, :] ** 2 + ys[:, None] ** 2)
-            img *= gain[..., None]
-        var = np.maximum(img, np.float32(0.0))
-        var *= np.float32(spec.shot_noise)
-        var += np.float32(spec.read_noise ** 2)
-        noise = rng.standard_normal(img.shape, dtype=np.float32)
-        noise *= np.sqrt(var, out=var)
-        img += noise
+        vx = ((grid.xs - (W - 1) / 2) / (W / 2)).astype(np.float32)
+        vy = ((grid.ys - (H - 1) / 2) / (H / 2)).astype(np.float32)
+        gains = np.float32(spec.exposure) * np.asarray(spec.wb_gains, np.float32)
+        uniform = rng.integers(0, 65536, img.shape, dtype=np.uint16)
+        out = np.empty(img.shape, np.float32)
+        _kernels().color_sensor_kernel(np.ascontiguousarray(img), gains, vx, vy, np.float32(spec.vignette / 2),
+                                       np.float32(spec.shot_noise), np.float32(spec.read_noise ** 2), uniform,
+                                       normal_quantiles(), out)
+        img = out
         if spec.blur_sigma_px > 0:
             img = cv2.GaussianBlur(img, (0, 0), spec.blur_sigma_px / grid.stride)  # sigma in grid px
     bgr = encode_srgb(img, bgr=True)
