@@ -106,16 +106,23 @@ def upper_bound(arr, value):
     return lo
 
 @_inline
-def hit(planes, f, x, y, t_best):
-    """Ray (x, y, 1) against face f: (t, u, v) with NEAR_M <= t < t_best, or t = inf.
+def coefficients(planes, f):
+    """Face f's n, U, V, s (planes[f, :10]) as a tuple: loaded once per face, kept in registers."""
+    return (planes[f, 0], planes[f, 1], planes[f, 2], planes[f, 3], planes[f, 4], planes[f, 5],
+            planes[f, 6], planes[f, 7], planes[f, 8], planes[f, 9])
+
+
+@_inline
+def hit(c, x, y, t_best):
+    """Ray (x, y, 1) against the face with `coefficients` c: (t, u, v) with NEAR_M <= t < t_best, or t = inf.
 
     With the origin at the camera centre and d = (x, y, 1): u = d.U / d.n, v = d.V / d.n, t = s / d.n
     (Moller-Trumbore's determinant and scalar triple products, regrouped per face). The inside and depth
     tests compare the numerators with d.n (sign-normalised), so only accepted hits divide."""
-    dn = planes[f, 0] * x + planes[f, 1] * y + planes[f, 2]
-    du = planes[f, 3] * x + planes[f, 4] * y + planes[f, 5]
-    dv = planes[f, 6] * x + planes[f, 7] * y + planes[f, 8]
-    s = planes[f, 9]
+    dn = c[0] * x + c[1] * y + c[2]
+    du = c[3] * x + c[4] * y + c[5]
+    dv = c[6] * x + c[7] * y + c[8]
+    s = c[9]
     if dn < 0.0:
         dn, du, dv, s = -dn, -du, -dv, -s
     elif dn == 0.0:
@@ -127,18 +134,20 @@ def hit(planes, f, x, y, t_best):
 
 
 @_inline
-def test_row(planes, f, xy, valid, i, j0, j1, xlo, xhi, ylo, yhi, t_out, face_out, bary_out):
+def test_row(c, f, xy, valid, i, j0, j1, xlo, xhi, ylo, yhi, t_out, face_out, bary_out):
+    """`hit` for the valid rays j0 <= j < j1 of row i inside the face's box; keeps the nearest."""
     for j in range(j0, j1):
         x = xy[i, j, 0]
         y = xy[i, j, 1]
         if x < xlo or x > xhi or y < ylo or y > yhi or not valid[i, j]:
             continue
-        t, u, v = hit(planes, f, x, y, t_out[i, j])
+        t, u, v = hit(c, x, y, t_out[i, j])
         if t < np.inf:
             t_out[i, j] = t
             face_out[i, j] = f
             bary_out[i, j, 0] = u
             bary_out[i, j, 1] = v
+
 
 @_jit
 def index_grid(xy, valid, T, cell_rays):
@@ -154,22 +163,37 @@ def index_grid(xy, valid, T, cell_rays):
     tiles[:, :, 1] = -np.inf
     tiles[:, :, 2] = np.inf
     tiles[:, :, 3] = -np.inf
+    tile_col = np.empty(w, np.int64)       # (integer division is slow: once per column, not per ray)
+    for j in range(w):
+        tile_col[j] = j // T
     n = 0
     for i in range(h):
+        ti = i // T
+        rlo, rhi = np.inf, -np.inf
         for j in range(w):
             if not valid[i, j]:
                 continue
             x, y = xy[i, j, 0], xy[i, j, 1]
             n += 1
-            row_lo[i] = min(row_lo[i], y)
-            row_hi[i] = max(row_hi[i], y)
-            col_lo[j] = min(col_lo[j], x)
-            col_hi[j] = max(col_hi[j], x)
-            ti, tj = i // T, j // T
-            tiles[ti, tj, 0] = min(tiles[ti, tj, 0], x)
-            tiles[ti, tj, 1] = max(tiles[ti, tj, 1], x)
-            tiles[ti, tj, 2] = min(tiles[ti, tj, 2], y)
-            tiles[ti, tj, 3] = max(tiles[ti, tj, 3], y)
+            if y < rlo:
+                rlo = y
+            if y > rhi:
+                rhi = y
+            if x < col_lo[j]:
+                col_lo[j] = x
+            if x > col_hi[j]:
+                col_hi[j] = x
+            tj = tile_col[j]
+            if x < tiles[ti, tj, 0]:
+                tiles[ti, tj, 0] = x
+            if x > tiles[ti, tj, 1]:
+                tiles[ti, tj, 1] = x
+            if y < tiles[ti, tj, 2]:
+                tiles[ti, tj, 2] = y
+            if y > tiles[ti, tj, 3]:
+                tiles[ti, tj, 3] = y
+        row_lo[i] = rlo
+        row_hi[i] = rhi
     for i in range(h - 2, -1, -1):
         row_lo[i] = min(row_lo[i], row_lo[i + 1])
     for i in range(1, h):
@@ -191,16 +215,21 @@ def index_grid(xy, valid, T, cell_rays):
     cells[:, :, 1] = -1
     cells[:, :, 2] = w
     cells[:, :, 3] = -1
+    inv_cs = 1.0 / cs
     for i in range(h):
         for j in range(w):
             if not valid[i, j]:
                 continue
-            cx = min(int((xy[i, j, 0] - gx0) / cs), nx - 1)
-            cy = min(int((xy[i, j, 1] - gy0) / cs), ny - 1)
-            cells[cy, cx, 0] = min(cells[cy, cx, 0], i)
-            cells[cy, cx, 1] = max(cells[cy, cx, 1], i)
-            cells[cy, cx, 2] = min(cells[cy, cx, 2], j)
-            cells[cy, cx, 3] = max(cells[cy, cx, 3], j)
+            cx = min(int((xy[i, j, 0] - gx0) * inv_cs), nx - 1)
+            cy = min(int((xy[i, j, 1] - gy0) * inv_cs), ny - 1)
+            if i < cells[cy, cx, 0]:
+                cells[cy, cx, 0] = i
+            if i > cells[cy, cx, 1]:
+                cells[cy, cx, 1] = i
+            if j < cells[cy, cx, 2]:
+                cells[cy, cx, 2] = j
+            if j > cells[cy, cx, 3]:
+                cells[cy, cx, 3] = j
     return row_lo, row_hi, col_lo, col_hi, tiles, cells, gx0, gy0, cs
 
 @_jit
@@ -212,15 +241,17 @@ def cast_grid_kernel(P, F, planes, xy, valid, row_lo, row_hi, col_lo, col_hi, ti
     eb = np.empty(4, np.float64)
     ec = np.empty(4, np.float64)
     ny, nx = cells.shape[0], cells.shape[1]
+    inv_cs = 1.0 / cs
     for f in range(planes.shape[0]):
         xlo, xhi, ylo, yhi = planes[f, 10], planes[f, 11], planes[f, 12], planes[f, 13]
         if not xlo <= xhi:
             continue
+        c = coefficients(planes, f)
         # small faces: the cells under the face's box hold every ray that can hit it
-        fx0 = (xlo - gx0) / cs
-        fx1 = (xhi - gx0) / cs
-        fy0 = (ylo - gy0) / cs
-        fy1 = (yhi - gy0) / cs
+        fx0 = (xlo - gx0) * inv_cs
+        fx1 = (xhi - gx0) * inv_cs
+        fy0 = (ylo - gy0) * inv_cs
+        fy1 = (yhi - gy0) * inv_cs
         if fx1 < 0.0 or fy1 < 0.0 or fx0 >= nx or fy0 >= ny:
             continue
         cx0, cx1 = max(int(fx0), 0), min(int(fx1), nx - 1)
@@ -235,7 +266,7 @@ def cast_grid_kernel(P, F, planes, xy, valid, row_lo, row_hi, col_lo, col_hi, ti
                         j0 = min(j0, cells[cy, cx, 2])
                         j1 = max(j1, cells[cy, cx, 3])
             for i in range(i0, i1 + 1):
-                test_row(planes, f, xy, valid, i, j0, j1 + 1, xlo, xhi, ylo, yhi, t_out, face_out, bary_out)
+                test_row(c, f, xy, valid, i, j0, j1 + 1, xlo, xhi, ylo, yhi, t_out, face_out, bary_out)
             continue
         # large faces: the rows and columns whose ranges meet the box, then the T x T tiles of that block
         # whose rays' box meets the face's box and is not wholly outside one of the half-planes
@@ -273,7 +304,7 @@ def cast_grid_kernel(P, F, planes, xy, valid, row_lo, row_hi, col_lo, col_hi, ti
                 if outside:
                     continue
                 for i in range(max(i0, ti * T), min(i1, ti * T + T)):
-                    test_row(planes, f, xy, valid, i, max(j0, tj * T), min(j1, tj * T + T),
+                    test_row(c, f, xy, valid, i, max(j0, tj * T), min(j1, tj * T + T),
                              xlo, xhi, ylo, yhi, t_out, face_out, bary_out)
 
 @_jit
@@ -282,12 +313,13 @@ def cast_list_kernel(planes, xy, order, xs_sorted, t_out, face_out, bary_out):
         xlo, xhi, ylo, yhi = planes[f, 10], planes[f, 11], planes[f, 12], planes[f, 13]
         if not xlo <= xhi:
             continue
+        c = coefficients(planes, f)
         for k in range(lower_bound(xs_sorted, xlo), upper_bound(xs_sorted, xhi)):
             r = order[k]
             y = xy[r, 1]
             if y < ylo or y > yhi:
                 continue
-            t, u, v = hit(planes, f, xy[r, 0], y, t_out[r])
+            t, u, v = hit(c, xy[r, 0], y, t_out[r])
             if t < np.inf:
                 t_out[r] = t
                 face_out[r] = f

@@ -164,6 +164,7 @@ class SceneMesh:
             kind[~self.smooth_face & ~self.mat_solid[self.face_material]] = _KIND_PATTERNED
         self.face_kind = kind
         self._views: dict[tuple[str, int], SoupView] = {}
+        self._face_normals: Optional[np.ndarray] = None
 
     def view(self, cams: RigCameras, camera: str) -> SoupView:
         """The soup in the frame of the rig's "depth" or "color" camera (built once per camera)."""
@@ -181,7 +182,9 @@ class SceneMesh:
 
     def face_normals(self, cams: RigCameras) -> np.ndarray:
         """(F, 3) float32 unit geometric normal of each face, (B - A) x (C - A), depth camera frame."""
-        return self.view(cams, "depth").planes[:, 14:17]
+        if self._face_normals is None:
+            self._face_normals = np.ascontiguousarray(self.view(cams, "depth").planes[:, 14:17], dtype=np.float32)
+        return self._face_normals
 
     def _hits(self, cams: RigCameras, t: np.ndarray, face: np.ndarray, bary: np.ndarray) -> Hits:
         return Hits(t=t, face=face, bary=bary, normal=gather_rows(self.face_normals(cams), face))
@@ -372,7 +375,7 @@ def render_color(mesh: SceneMesh, cams: RigCameras, lighting: Lighting, sensor: 
     albedo = np.zeros((h, w, 3), np.float32)
     _kernels().shade(hits.face, hits.bary, rays.xy, cams.color_to_depth_R.astype(np.float32), mesh.faces,
                      mesh.face_kind, mesh.face_material, mesh.mat_color, mesh.mat_table, mesh.mat_waves,
-                     mesh.person_attr, mesh.texcoords, mesh.face_normals(cams).astype(np.float32), light_dirs,
+                     mesh.person_attr, mesh.texcoords, mesh.face_normals(cams), light_dirs,
                      lighting.colors.astype(np.float32), lighting.ambient.astype(np.float32), irradiance, albedo)
     linear = np.multiply(albedo, irradiance, out=albedo)
     return ColorRender(grid=grid, linear=linear, face=hits.face)
