@@ -143,6 +143,52 @@ def test_garment_regions_follow_the_skinning_weights(body):
     np.testing.assert_allclose(a[:, 0], [0.8, 0.2, 0.8], atol=1e-6)   # period 10 cm, first half colour2
 
 
+def test_procedural_patterns_have_their_known_values():
+    p = np.array([[0.01, 0.0, 0.0], [0.11, 0.0, 0.0], [0.05, 0.05, 0.0], [0.15, 0.05, 0.0],
+                  [0.002, 0.05, 0.0], [0.05, 0.05, 0.0]])
+    c1, c2 = (0.2, 0.3, 0.4), (0.9, 0.8, 0.7)
+    checker = Material(color=c1, color2=c2, pattern="checker", scale_m=0.1).albedo(p[:4])
+    np.testing.assert_allclose(checker, [c1, c2, c1, c2], atol=1e-6)          # odd cells colour2
+    tiles = Material(color=c1, color2=c2, pattern="tiles", scale_m=0.1).albedo(p[4:])
+    np.testing.assert_allclose(tiles, [c2, c1], atol=1e-6)                      # grout within 4 % of an edge
+    planks = Material(color=c1, color2=c2, pattern="planks", scale_m=0.1, axis=(1.0, 0.0, 0.0))
+    x = np.linspace(0.0, 2.0, 4001)
+    a = planks.albedo(np.c_[x, np.zeros((len(x), 2))])
+    frac = np.mod(x / 0.1, 1.0)
+    joint, board = (frac < 0.029) | (frac > 0.999), (frac > 0.031) & (frac < 0.998)   # (away from float rounding)
+    np.testing.assert_allclose(a[joint], np.broadcast_to(c2, (joint.sum(), 3)), atol=1e-6)
+    ratio = a[board] / np.asarray(c1, np.float32)               # per-plank shade x grain, same on all channels
+    assert np.allclose(ratio, ratio[:, :1], atol=1e-5)
+    assert ratio.min() >= 0.75 * 0.75 - 1e-6 and ratio.max() <= 1.25 + 1e-6
+    assert len(np.unique(np.round(ratio[::40, 0], 3))) > 10    # planks differ
+    noise = Material(color=c1, color2=c2, pattern="noise", waves=((30.0, 0.0, 0.0, 0.0),))
+    np.testing.assert_allclose(noise.albedo(np.array([[np.pi / 60, 0, 0]]))[0], c2, atol=1e-5)   # sin = 1
+
+
+def test_color_sensor_noise_exposure_and_vignetting_follow_the_model():
+    """A flat grey radiance through the sensor model: per-channel means = radiance x exposure x white
+    balance (BGR order out), noise variance = shot x value + read^2, corners darkened by the vignette."""
+    from training.synth.appearance import srgb_to_linear
+    from training.synth.render import ColorSensorSpec, color_sensor_image
+    h, w = 240, 320
+    grid = Grid((0, 0, w, h), 1.0)
+    linear = np.full((h, w, 3), 0.2, np.float32)
+    spec = ColorSensorSpec(exposure=1.25, wb_gains=(1.1, 1.0, 0.8), read_noise=0.01, shot_noise=0.005, vignette=0.0,
+                           blur_sigma_px=0.0, jpeg_quality=90)
+    bgr = color_sensor_image(linear, spec, np.random.default_rng(0), grid, (w, h))
+    lin = srgb_to_linear(bgr[..., ::-1] / 255.0)
+    for c, gain in enumerate(np.array(spec.wb_gains) * spec.exposure):
+        v = 0.2 * gain
+        assert abs(lin[..., c].mean() - v) < 0.004
+        assert abs(lin[..., c].std() - np.sqrt(spec.shot_noise * v + spec.read_noise ** 2)) < 0.004
+    ideal = color_sensor_image(linear, None, None, grid, (w, h))
+    assert np.all(ideal == ideal[0, 0]) and abs(srgb_to_linear(ideal[0, 0, 0] / 255.0) - 0.2) < 0.002
+    spec_v = dataclasses.replace(spec, vignette=0.3, read_noise=0.0, shot_noise=0.0)
+    lin_v = srgb_to_linear(color_sensor_image(linear, spec_v, np.random.default_rng(1), grid, (w, h))[..., 1] / 255.0)
+    centre, corner = lin_v[h // 2 - 2:h // 2 + 2, w // 2 - 2:w // 2 + 2].mean(), lin_v[:3, :3].mean()
+    assert abs(corner / centre - (1 - 0.15 * 2)) < 0.03                           # r^2 = 2 at the corner
+
+
 # ------------------------------------------------------------------------------------------ scenes, labels
 def test_scene_sampler_respects_its_ranges(engine):
     cfg = engine.config.scene

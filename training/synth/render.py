@@ -110,12 +110,12 @@ def rig_cameras(rig: RgbdRig) -> RigCameras:
 class Hits:
     """First hits of a batch of rays (any leading shape S): t (S) float32 (inf = miss); face (S) int64
     (-1 = miss); bary (S, 2) barycentric (u, v): point = (1-u-v) A + u B + v C; normal (S, 3) the hit
-    triangle's unit normal (either orientation; zero for a miss)."""
+    triangle's unit normal (either orientation; zero for a miss; None when not asked for)."""
 
     t: np.ndarray
     face: np.ndarray
     bary: np.ndarray
-    normal: np.ndarray
+    normal: Optional[np.ndarray]
 
     @property
     def hit(self) -> np.ndarray:
@@ -186,13 +186,14 @@ class SceneMesh:
             self._face_normals = np.ascontiguousarray(self.view(cams, "depth").planes[:, 14:17], dtype=np.float32)
         return self._face_normals
 
-    def _hits(self, cams: RigCameras, t: np.ndarray, face: np.ndarray, bary: np.ndarray) -> Hits:
-        return Hits(t=t, face=face, bary=bary, normal=gather_rows(self.face_normals(cams), face))
+    def _hits(self, cams: RigCameras, t: np.ndarray, face: np.ndarray, bary: np.ndarray, normals: bool = True) -> Hits:
+        normal = gather_rows(self.face_normals(cams), face) if normals else None
+        return Hits(t=t, face=face, bary=bary, normal=normal)
 
-    def cast_grid(self, cams: RigCameras, camera: str, rays: RayGrid) -> Hits:
+    def cast_grid(self, cams: RigCameras, camera: str, rays: RayGrid, normals: bool = True) -> Hits:
         """First hits of a grid of the camera's rays (x, y, 1) (camera frame; t = z-depth in that camera;
-        normals in the depth frame, zero for misses). Invalid rays miss."""
-        return self._hits(cams, *self.view(cams, camera).cast_grid(rays))
+        normals in the depth frame, zero for misses; normals=False leaves Hits.normal None). Invalid rays miss."""
+        return self._hits(cams, *self.view(cams, camera).cast_grid(rays), normals=normals)
 
     def cast_points(self, cams: RigCameras, camera: str, xy: np.ndarray) -> Hits:
         """First hits of single rays (x, y, 1) of the camera, xy (N, 2) normalised image coordinates."""
@@ -368,7 +369,7 @@ def render_color(mesh: SceneMesh, cams: RigCameras, lighting: Lighting, sensor: 
     """
     grid = _as_grid(where, cams.rig.color)
     rays = RayGrid(grid.take(cams.color.xy), grid.take(cams.color.valid))
-    hits = mesh.cast_grid(cams, "color", rays)
+    hits = mesh.cast_grid(cams, "color", rays, normals=False)    # (shading reads the face normals itself)
     h, w = rays.valid.shape
     light_dirs = sensor.direction_to_camera(lighting.directions).astype(np.float32)
     irradiance = np.zeros((h, w, 3), np.float32)
