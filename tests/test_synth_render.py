@@ -362,6 +362,19 @@ def test_training_samples_are_labelled_in_crop_pixels(engine):
         assert s.rgb[s.mask].mean() > 3
 
 
+def test_the_first_window_estimate_projects_only_the_extreme_vertices(rig):
+    """The crop's first window comes from the projected box of a body's extreme vertices (x / z, y / z):
+    the same box as projecting every vertex, also when part of the body is outside the field of view."""
+    from training.synth.sample import _projected_extremes
+    rng = np.random.default_rng(4)
+    for _ in range(60):
+        p = rng.uniform([-1.5, -1.0, 1.0], [1.5, 1.0, 4.5]) + rng.normal(0, [0.3, 0.6, 0.2], (5000, 3))
+        ref, ok = rig.depth.project_with_mask(p)
+        got = _projected_extremes(rig.depth, p)
+        assert len(got) < 200 or not ok.all()
+        np.testing.assert_array_equal([got.min(0), got.max(0)], [ref[ok].min(0), ref[ok].max(0)])
+
+
 def test_config_is_strict_and_round_trips():
     cfg = config_from_dict({"out_size": 128, "scene": {"occluder_prob": 0.5, "depth_modes": [["NFOV_UNBINNED", 1]]}})
     assert cfg.out_size == 128 and cfg.scene.occluder_prob == 0.5

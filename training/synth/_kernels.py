@@ -336,6 +336,30 @@ def gather_rows_kernel(table, idx, out):
             rows[k, c] = table[f, c] if f >= 0 else 0.0
 
 
+@_jit
+def depth_attributes(face, t, face_object, face_person, face_ir, face_normals, z, obj, person, refl, normals):
+    """render_depth's per-pixel attributes of the hit faces (misses: z 0, obj -1, person -1, refl 0,
+    normal 0)."""
+    h, w = face.shape
+    for i in range(h):
+        for j in range(w):
+            f = face[i, j]
+            if f < 0:
+                z[i, j] = 0.0
+                obj[i, j] = -1
+                person[i, j] = -1
+                refl[i, j] = 0.0
+                normals[i, j, 0] = normals[i, j, 1] = normals[i, j, 2] = 0.0
+            else:
+                z[i, j] = t[i, j]
+                obj[i, j] = face_object[f]
+                person[i, j] = face_person[f]
+                refl[i, j] = face_ir[f]
+                normals[i, j, 0] = face_normals[f, 0]
+                normals[i, j, 1] = face_normals[f, 1]
+                normals[i, j, 2] = face_normals[f, 2]
+
+
 # ------------------------------------------------------------------------------------------ Grid.take
 @_jit
 def bilinear(table, iy, ix, fy, fx, out):

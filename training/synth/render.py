@@ -342,22 +342,19 @@ def _as_grid(where: Optional[Window | Grid], cam: CameraIntrinsics) -> Grid:
 def render_depth(mesh: SceneMesh, cams: RigCameras, where: Optional[Window | Grid] = None) -> DepthRender:
     """Render the depth camera (origin 0, its ray table) on a window or grid (default: full frame)."""
     grid = _as_grid(where, cams.rig.depth)
-    hits = mesh.cast_grid(cams, "depth", RayGrid(grid.take(cams.depth.xy), grid.take(cams.depth.valid)))
-    hit = hits.hit
-    if hit.all():   # the usual case: a closed room, every ray inside the field of view
-        face, z, normals = hits.face, hits.t, hits.normal
-        obj = mesh.soup.face_object[face]
-        person = mesh.soup.face_person[face]
-        refl = mesh.face_ir[face]
-    else:
-        face = np.where(hit, hits.face, -1)
-        safe = np.maximum(face, 0)
-        z = np.where(hit, hits.t, np.float32(0.0)).astype(np.float32)
-        obj = np.where(hit, mesh.soup.face_object[safe], np.int8(-1)).astype(np.int8)
-        person = np.where(hit, mesh.soup.face_person[safe], np.int16(-1)).astype(np.int16)
-        refl = np.where(hit, mesh.face_ir[safe] if mesh.face_ir.size else np.float32(0), np.float32(0))
-        refl = refl.astype(np.float32)
-        normals = np.where(hit[..., None], hits.normal, np.float32(0.0)).astype(np.float32)
+    hits = mesh.cast_grid(cams, "depth", RayGrid(grid.take(cams.depth.xy), grid.take(cams.depth.valid)),
+                          normals=False)
+    face = hits.face
+    z = np.empty(face.shape, np.float32)
+    obj = np.empty(face.shape, np.int8)
+    person = np.empty(face.shape, np.int16)
+    refl = np.empty(face.shape, np.float32)
+    normals = np.empty(face.shape + (3,), np.float32)
+    face_ir = mesh.face_ir if mesh.face_ir.size else np.zeros(len(mesh.faces), np.float32)
+    _kernels().depth_attributes(face, hits.t, np.ascontiguousarray(mesh.soup.face_object, dtype=np.int8),
+                                np.ascontiguousarray(mesh.soup.face_person, dtype=np.int16),
+                                np.ascontiguousarray(face_ir, dtype=np.float32), mesh.face_normals(cams),
+                                z, obj, person, refl, normals)
     return DepthRender(grid=grid, z=z, face=face, obj=obj, person=person, normals=normals, reflectance=refl)
 
 
