@@ -96,7 +96,8 @@ class Material:
         return albedo_of(table, waves, np.zeros(p.shape[0], np.int64), p)
 
 
-_MAT_COLUMNS = 16   # material_table: code, 1 / scale, color (3), color2 (3), axis (3), offset (3), wave start, wave count
+# material_table columns: code, 1 / scale, color (3), color2 (3), axis (3), offset (3), wave start, wave count
+_MAT_COLUMNS = 16
 
 
 def material_table(materials: list[Material]) -> tuple[np.ndarray, np.ndarray]:

@@ -7,19 +7,23 @@ projected to the camera's normalised image plane (x/z, y/z; exact for straight e
 near plane when it crosses behind the camera), its bounding box there selects the rays that can hit it,
 and each of those rays is tested exactly (the Moller-Trumbore test written for a ray origin at the
 camera centre) against a per-ray depth buffer. The result is the same first hit a BVH ray caster
-(Open3D's `RaycastingScene`) returns, without building a BVH and without visiting rays a triangle
-cannot cover: ~10-20x faster for the engine's ~100k rays per sample (see docs/synth_speed.md).
+(Open3D's `RaycastingScene`, which the tests compare against) returns, in float64 (Open3D's float32 leaks
+through a shared edge now and then), without building a BVH: a 224 px crop's ~50k rays take 2-4 ms on
+one core against Open3D's ~20 ms including its BVH (docs/synth_speed.md).
 
 Frames: vertices are given in the casting camera's frame (OpenCV axes, metres). A ray's direction
 (x, y, 1) has z = 1, so the hit parameter t is the hit point's z-depth in that camera.
 
-Which rays a triangle's box selects: on a grid (rows and columns of the ray table, e.g. a window of an
-image) the rays of row i have normalised y in [row_lo[i], row_hi[i]] and those of column j normalised x
-in [col_lo[j], col_hi[j]]; after making row_lo/row_hi (and col_lo/col_hi) non-decreasing (a suffix
-minimum / prefix maximum, which only widens them), the rows whose range meets the triangle's y range are
-one contiguous run found by binary search, and likewise the columns. Every ray that can hit the
-triangle lies in that block (a ray inside the triangle's projection is inside its box), so the result is
-exact; the block is only slightly larger than the box where lens distortion bends rows and columns.
+Which rays a face's box selects, on a grid of rays (rows and columns of a ray table, e.g. a window of
+an image; `RayGrid` builds the tables once per grid):
+- small faces: a regular grid of cells over the normalised plane, about one ray per cell, records the
+  row and column range of the rays inside each cell; the cells under the face's box hold every ray
+  that can hit it, so the union of their ranges is the block of rays to test;
+- large faces (more than MAX_CELLS cells): the rows of ray y ranges and columns of ray x ranges that
+  meet the box (made non-decreasing by a suffix minimum / prefix maximum, which only widens them, so each
+  is one run found by binary search), visited in TILE x TILE tiles whose rays' box must meet the face's
+  box and not lie wholly outside one of the half-planes bounding its projection.
+Every ray that can hit a face is inside its projection, hence inside its box, so the result is exact.
 """
 from __future__ import annotations
 
@@ -30,7 +34,8 @@ __all__ = ["NEAR_M", "SoupView", "RayGrid", "gather_rows"]
 NEAR_M = 1e-4   # hits closer than this to the camera centre (metres of z) are ignored
 TILE = 8        # rays per side of the blocks whose boxes large faces test before their rays
 MAX_CELLS = 64  # faces whose box covers more cells are cast as large faces (tiles)
-CELL_RAYS = 1.0 # rays per cell (on average) of the grid that finds the rays under a small face
+CELL_RAYS = 1.0  # rays per cell (on average) of the grid that finds the rays under a small face
+
 
 def _k():
     """The compiled kernels (training.synth._kernels; imported on first use, which keeps this module's
@@ -96,14 +101,15 @@ class RayGrid:
     """A grid of rays (x, y, 1) from a camera centre, rows and columns of its ray table (y grows down the
     rows, x along the columns), with the search tables `SoupView.cast_grid` uses.
 
-    xy (h, w, 2) float32 normalised image coordinates (the ray tables' precision); valid (h, w) bool. tables: (row_lo, row_hi) (h,)
-    and (col_lo, col_hi) (w,), the range of y over each row's valid rays and of x over each column's,
-    widened to be non-decreasing (suffix minimum of the lows, prefix maximum of the highs), so the rows
-    (columns) a y (x) interval can meet are one run found by binary search; tiles (ceil(h / TILE),
-    ceil(w / TILE), 4): the box (x_lo, x_hi, y_lo, y_hi) of each TILE x TILE block's valid rays. cells:
-    (table (ny, nx, 4) int32, x0, y0, size): a regular grid of cells over the rays' box on the z = 1
-    plane, about one ray per cell, each holding the first and last row and column of its rays (first >
-    last when empty), so the cells under a small face's box bound the rays that can hit it.
+    xy (h, w, 2) float32 normalised image coordinates (the ray tables' precision); valid (h, w) bool.
+    tables: (row_lo, row_hi) (h,) and (col_lo, col_hi) (w,), the range of y over each row's valid rays and
+    of x over each column's, widened to be non-decreasing (suffix minimum of the lows, prefix maximum of
+    the highs), so the rows (columns) a y (x) interval can meet are one run found by binary search; tiles
+    (ceil(h / TILE), ceil(w / TILE), 4): the box (x_lo, x_hi, y_lo, y_hi) of each TILE x TILE block's
+    valid rays. cells: (table (ny, nx, 4) int32, x0, y0, size): a regular grid of cells over the rays'
+    box on the z = 1 plane, about CELL_RAYS rays per cell, each holding the first and last row and column
+    of its rays (first > last when empty), so the cells under a small face's box bound the rays that can
+    hit it.
     """
 
     def __init__(self, xy: np.ndarray, valid: np.ndarray):
