@@ -24,8 +24,11 @@ Labels (depth camera frame = OpenCV axes, metres):
 
 Determinism: a sample is a pure function of (seed, index, config, body model, calibration): its random
 generator is `np.random.default_rng([seed, index])`, bodies are posed in fixed chunks of indices
-(`CHUNK`), and torch/OpenCV/Open3D run with the thread counts the caller sets (results do not depend
-on them except through floating-point summation order in torch; the shard writer pins 1 thread).
+(`CHUNK`), torch/OpenCV run with the thread counts the caller sets (results do not depend on them
+except through floating-point summation order in torch; the shard writer pins 1 thread), and the
+compiled renderer (`training.synth.raycast`, `_kernels`) is single-threaded and order-deterministic.
+A data set is reproducible with the code that made it; renderer changes (e.g. 2026-11-26: float64 ray
+casting, 16-bit inverse-CDF colour noise, re-ordered scene draws) change its pixels and labels.
 """
 from __future__ import annotations
 

@@ -15,8 +15,8 @@ Shard arrays (N samples, S = config.out_size; camera frame = the depth camera's,
     depth_mode (N,) int8, color_resolution (N,) int8: k4a enum values (1 = NFOV_2X2BINNED / 720P, ...)
 
 Determinism: sample i is a pure function of (seed, i, config, body file, calibration file), bodies are
-posed in fixed chunks of `sample.CHUNK` indices, and every process runs torch, OpenCV and Open3D with one
-thread; shards are written with fixed zip timestamps. So the same seed gives byte-identical shards,
+posed in fixed chunks of `sample.CHUNK` indices, and every process runs torch and OpenCV with one thread
+(the compiled renderer is single-threaded); shards are written with fixed zip timestamps. So the same seed gives byte-identical shards,
 whatever the worker count (the manifest records each shard's sha256).
 """
 from __future__ import annotations
