@@ -12,10 +12,10 @@ import numba
 import numpy as np
 
 from training.synth.raycast import NEAR_M
+from training.synth.render import _KIND_PERSON, _KIND_SOLID   # how a face is shaded
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")   # IEEE division: no zero-division checks
 _inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")   # small helpers
-_KIND_SOLID, _KIND_PATTERNED, _KIND_PERSON = 0, 1, 2             # training.synth.render's face kinds
 
 
 # ------------------------------------------------------------------------------------------ ray casting
@@ -38,6 +38,7 @@ def projected_polygon(P, F, f, px, py):
             py[k] = (P[p, 1] + w * (P[q, 1] - P[p, 1])) / NEAR_M
             k += 1
     return k
+
 
 @_jit
 def face_planes_kernel(P, F):
@@ -81,6 +82,7 @@ def face_planes_kernel(P, F):
             out[f, 14] = out[f, 15] = out[f, 16] = 0.0
     return out
 
+
 @_inline
 def lower_bound(arr, value):
     """First index i with arr[i] >= value (arr non-decreasing); len(arr) if none."""
@@ -93,6 +95,7 @@ def lower_bound(arr, value):
             hi = mid
     return lo
 
+
 @_inline
 def upper_bound(arr, value):
     """First index i with arr[i] > value (arr non-decreasing); len(arr) if none."""
@@ -104,6 +107,7 @@ def upper_bound(arr, value):
         else:
             hi = mid
     return lo
+
 
 @_inline
 def coefficients(planes, f):
@@ -232,6 +236,7 @@ def index_grid(xy, valid, T, cell_rays):
                 cells[cy, cx, 3] = j
     return row_lo, row_hi, col_lo, col_hi, tiles, cells, gx0, gy0, cs
 
+
 @_jit
 def cast_grid_kernel(P, F, planes, xy, valid, row_lo, row_hi, col_lo, col_hi, tiles, T,
                      cells, gx0, gy0, cs, max_cells, t_out, face_out, bary_out):
@@ -307,6 +312,7 @@ def cast_grid_kernel(P, F, planes, xy, valid, row_lo, row_hi, col_lo, col_hi, ti
                     test_row(c, f, xy, valid, i, max(j0, tj * T), min(j1, tj * T + T),
                              xlo, xhi, ylo, yhi, t_out, face_out, bary_out)
 
+
 @_jit
 def cast_list_kernel(planes, xy, order, xs_sorted, t_out, face_out, bary_out):
     for f in range(planes.shape[0]):
@@ -325,15 +331,6 @@ def cast_list_kernel(planes, xy, order, xs_sorted, t_out, face_out, bary_out):
                 face_out[r] = f
                 bary_out[r, 0] = u
                 bary_out[r, 1] = v
-
-@_jit
-def gather_rows_kernel(table, idx, out):
-    flat = idx.ravel()
-    rows = out.reshape(flat.shape[0], table.shape[1])
-    for k in range(flat.shape[0]):
-        f = flat[k]
-        for c in range(table.shape[1]):
-            rows[k, c] = table[f, c] if f >= 0 else 0.0
 
 
 @_jit
@@ -372,6 +369,7 @@ def bilinear(table, iy, ix, fy, fx, out):
                 r0 = table[r, c, k] * gy + table[r + 1, c, k] * wy
                 r1 = table[r, c + 1, k] * gy + table[r + 1, c + 1, k] * wy
                 out[i, j, k] = r0 * gx + r1 * wx
+
 
 @_jit
 def all_four(table, iy, ix, out):

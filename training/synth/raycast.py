@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["NEAR_M", "SoupView", "RayGrid", "gather_rows"]
+__all__ = ["NEAR_M", "SoupView", "RayGrid"]
 
 NEAR_M = 1e-4   # hits closer than this to the camera centre (metres of z) are ignored
 TILE = 8        # rays per side of the blocks whose boxes large faces test before their rays
@@ -44,20 +44,10 @@ def _k():
     return _kernels
 
 
-def gather_rows(table: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """table (F, C) float32 rows at index (...) int64 -> (..., C) float32; zeros where index < 0 (misses)."""
-    table = np.ascontiguousarray(table, dtype=np.float32)
-    index = np.ascontiguousarray(index, dtype=np.int64)
-    out = np.empty(index.shape + (table.shape[1],), np.float32)
-    if index.size:
-        _k().gather_rows_kernel(table, index, out)
-    return out
-
-
 class SoupView:
     """A triangle soup seen from one camera, ready to cast rays from that camera's centre.
 
-    vertices (V, 3) float64 in the camera frame (metres); faces (F, 3) int64; planes (F, 14) float64 per
+    vertices (V, 3) float64 in the camera frame (metres); faces (F, 3) int64; planes (F, 17) float64 per
     face: n = e1 x e2 (0:3), U = e2 x a (3:6), V = a x e1 (6:9), s = a . n (9), and the box of the face's
     projection on the z = 1 plane, x_lo, x_hi, y_lo, y_hi (10:14; x_lo > x_hi when the face lies wholly
     behind the near plane).

@@ -36,7 +36,7 @@ from calibration.rig import RgbdRig
 from model.geometry import vertex_normals
 from training.synth.appearance import albedo_of, linear_to_srgb, material_table
 from training.synth.depth_noise import normal_quantiles
-from training.synth.raycast import RayGrid, SoupView, gather_rows
+from training.synth.raycast import RayGrid, SoupView
 from training.synth.scene import Lighting, SensorPose, TriangleSoup
 
 __all__ = [
@@ -109,13 +109,12 @@ def rig_cameras(rig: RgbdRig) -> RigCameras:
 @dataclass
 class Hits:
     """First hits of a batch of rays (any leading shape S): t (S) float32 (inf = miss); face (S) int64
-    (-1 = miss); bary (S, 2) barycentric (u, v): point = (1-u-v) A + u B + v C; normal (S, 3) the hit
-    triangle's unit normal (either orientation; zero for a miss; None when not asked for)."""
+    (-1 = miss); bary (S, 2) barycentric (u, v): point = (1-u-v) A + u B + v C. A hit face's normal is
+    `SceneMesh.face_normals(cams)[face]`."""
 
     t: np.ndarray
     face: np.ndarray
     bary: np.ndarray
-    normal: Optional[np.ndarray]
 
     @property
     def hit(self) -> np.ndarray:
@@ -186,18 +185,14 @@ class SceneMesh:
             self._face_normals = np.ascontiguousarray(self.view(cams, "depth").planes[:, 14:17], dtype=np.float32)
         return self._face_normals
 
-    def _hits(self, cams: RigCameras, t: np.ndarray, face: np.ndarray, bary: np.ndarray, normals: bool = True) -> Hits:
-        normal = gather_rows(self.face_normals(cams), face) if normals else None
-        return Hits(t=t, face=face, bary=bary, normal=normal)
-
-    def cast_grid(self, cams: RigCameras, camera: str, rays: RayGrid, normals: bool = True) -> Hits:
-        """First hits of a grid of the camera's rays (x, y, 1) (camera frame; t = z-depth in that camera;
-        normals in the depth frame, zero for misses; normals=False leaves Hits.normal None). Invalid rays miss."""
-        return self._hits(cams, *self.view(cams, camera).cast_grid(rays), normals=normals)
+    def cast_grid(self, cams: RigCameras, camera: str, rays: RayGrid) -> Hits:
+        """First hits of a grid of the camera's rays (x, y, 1) (camera frame; t = z-depth in that camera).
+        Invalid rays miss."""
+        return Hits(*self.view(cams, camera).cast_grid(rays))
 
     def cast_points(self, cams: RigCameras, camera: str, xy: np.ndarray) -> Hits:
         """First hits of single rays (x, y, 1) of the camera, xy (N, 2) normalised image coordinates."""
-        return self._hits(cams, *self.view(cams, camera).cast_list(xy))
+        return Hits(*self.view(cams, camera).cast_list(xy))
 
 
 # ------------------------------------------------------------------------------------------ renders
@@ -342,8 +337,7 @@ def _as_grid(where: Optional[Window | Grid], cam: CameraIntrinsics) -> Grid:
 def render_depth(mesh: SceneMesh, cams: RigCameras, where: Optional[Window | Grid] = None) -> DepthRender:
     """Render the depth camera (origin 0, its ray table) on a window or grid (default: full frame)."""
     grid = _as_grid(where, cams.rig.depth)
-    hits = mesh.cast_grid(cams, "depth", RayGrid(grid.take(cams.depth.xy), grid.take(cams.depth.valid)),
-                          normals=False)
+    hits = mesh.cast_grid(cams, "depth", RayGrid(grid.take(cams.depth.xy), grid.take(cams.depth.valid)))
     face = hits.face
     z = np.empty(face.shape, np.float32)
     obj = np.empty(face.shape, np.int8)
@@ -366,7 +360,7 @@ def render_color(mesh: SceneMesh, cams: RigCameras, lighting: Lighting, sensor: 
     """
     grid = _as_grid(where, cams.rig.color)
     rays = RayGrid(grid.take(cams.color.xy), grid.take(cams.color.valid))
-    hits = mesh.cast_grid(cams, "color", rays, normals=False)    # (shading reads the face normals itself)
+    hits = mesh.cast_grid(cams, "color", rays)
     h, w = rays.valid.shape
     light_dirs = sensor.direction_to_camera(lighting.directions).astype(np.float32)
     irradiance = np.zeros((h, w, 3), np.float32)
