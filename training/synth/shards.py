@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import multiprocessing as mp
 import os
@@ -34,6 +33,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
+from training.synth.npz import write_npz
 from training.synth.sample import CHUNK, Sample, SynthConfig, config_from_dict, config_to_dict, load_rig
 
 __all__ = [
@@ -44,7 +44,6 @@ __all__ = [
 FORMAT = "fusemesh.synth_shards"
 VERSION = 1
 MANIFEST = "manifest.json"
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 # k4a enum values, as stored in the shards
 _DEPTH_MODE_IDS = {"NFOV_2X2BINNED": 1, "NFOV_UNBINNED": 2, "WFOV_2X2BINNED": 3, "WFOV_UNBINNED": 4}
@@ -82,18 +81,14 @@ def samples_to_arrays(samples: Sequence[Sample]) -> dict[str, np.ndarray]:
     return out
 
 
-def write_shard(path: str | Path, arrays: dict[str, np.ndarray], compresslevel: int = 1) -> str:
-    """Write arrays as an .npz (zip of .npy, deflate) with fixed timestamps; returns the file's sha256."""
+def write_shard(path: str | Path, arrays: dict[str, np.ndarray]) -> str:
+    """Write arrays as an .npz (zip of .npy, deflate; `training.synth.npz`) with fixed timestamps; returns
+    the file's sha256. A shard of 4 GiB or more is refused (ShardError: use a smaller shard_size)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
-        for name in sorted(arrays):
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.asarray(arrays[name]), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue(), compress_type=zipfile.ZIP_DEFLATED, compresslevel=compresslevel)
-    os.replace(tmp, path)
+    try:
+        write_npz(path, arrays)
+    except ValueError as exc:
+        raise ShardError(str(exc)) from None
     return _sha256(path)
 
 
