@@ -123,6 +123,30 @@ def test_strided_grid_rays_match_exact_unprojection(rig):
     assert up[0, 0] == 0 and up[-1, -1] == np.prod(grid.shape) - 1
 
 
+
+@pytest.mark.parametrize("window, stride, channels", [((10, 20, 300, 250), 2.6, 3), ((0, 0, 7, 5), 3.0, 1),
+                                                      ((4, 4, 5, 40), 1.5, 2)])
+def test_linear_expansion_interpolates_between_the_samples_where_they_are(window, stride, channels):
+    """upsample_linear: the value at each window pixel is the bilinear blend of the four samples around it,
+    at the grid's own sample positions (the last one clamped into the window), edges repeated."""
+    grid = Grid(window, stride)
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, grid.shape + ((channels,) if channels > 1 else ()), dtype=np.uint8)
+    up = grid.upsample_linear(img)
+    w, h = grid.size
+    assert up.shape == (h, w) + img.shape[2:] and up.dtype == np.uint8
+    sx, sy = grid.xs - window[0], grid.ys - window[1]
+    f = img.reshape(grid.shape + (-1,)).astype(np.float64)
+    cols = np.stack([np.stack([np.interp(np.arange(w), sx, f[r, :, c]) for c in range(f.shape[2])], -1)
+                     for r in range(f.shape[0])])                              # (gh, w, C)
+    ref = np.stack([np.stack([np.interp(np.arange(h), sy, cols[:, x, c]) for c in range(f.shape[2])], -1)
+                    for x in range(w)], 1)                                      # (h, w, C)
+    np.testing.assert_allclose(up.reshape(h, w, -1), ref, atol=0.51)           # float32 weights, rounded
+    samples = np.rint(sy).astype(int)[:, None], np.rint(sx).astype(int)[None, :]
+    on_samples = (np.abs(sy - np.rint(sy)) < 1e-9)[:, None] & (np.abs(sx - np.rint(sx)) < 1e-9)[None, :]
+    assert np.array_equal(up.reshape(h, w, -1)[samples][on_samples], f.astype(np.uint8)[on_samples])
+
+
 # ------------------------------------------------------------------------------------------ appearance
 def test_garment_regions_follow_the_skinning_weights(body):
     regions = body_regions(body.v_template.numpy(), body(betas=torch.zeros(1, 10)).joints[0].numpy(),

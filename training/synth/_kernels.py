@@ -382,6 +382,30 @@ def all_four(table, iy, ix, out):
                     and table[r + 1, c + 1, k]
 
 
+@_jit
+def upsample_linear_u8(src, ix0, ix1, fx, iy, fy, out):
+    """Bilinear expansion of a grid image to the window's pixels, rows flattened: src (h, w * C) uint8,
+    out (H, W * C) uint8. Output element k of a row blends src elements ix0[k] and ix1[k] (one channel of
+    two neighbouring grid columns) by fx[k]; output row y blends the rows so made from grid rows iy[y]
+    and min(iy[y] + 1, h - 1) by fy[y] (float32 weights in [0, 1]; columns first, rounded half up)."""
+    h = src.shape[0]
+    n = ix0.shape[0]
+    rows = np.empty((h, n), np.float32)
+    for r in range(h):
+        s = src[r]
+        o = rows[r]
+        for k in range(n):
+            a = np.float32(s[ix0[k]])
+            o[k] = a + (np.float32(s[ix1[k]]) - a) * fx[k]
+    for y in range(out.shape[0]):
+        a = rows[iy[y]]
+        b = rows[min(iy[y] + 1, h - 1)]
+        f = fy[y]
+        o = out[y]
+        for k in range(n):
+            o[k] = np.uint8(np.int32(a[k] + (b[k] - a[k]) * f + np.float32(0.5)))
+
+
 # ------------------------------------------------------------------------------------------ shading
 @_jit
 def shade(face, bary, xy, R, faces, face_kind, face_material, mat_color, mat_table, mat_waves, person_attr,

@@ -287,9 +287,41 @@ class Grid:
             return self._expand(arr.view(np.uint8), cv2.INTER_NEAREST).view(bool)
         return self._expand(arr, cv2.INTER_NEAREST)
 
+    @staticmethod
+    def _between(samples: np.ndarray, n_px: int) -> tuple[np.ndarray, np.ndarray]:
+        """For pixels 0..n_px-1 along an axis with samples at `samples` (increasing, window pixels): the
+        lower sample's index i (int64) and the weight of sample i + 1 (float32 in [0, 1]; clamped, so
+        pixels beyond the first or last sample take its value)."""
+        px = np.arange(n_px, dtype=np.float64)
+        n = len(samples)
+        i = np.clip(np.searchsorted(samples, px, side="right") - 1, 0, max(n - 2, 0))
+        if n < 2:
+            return i, np.zeros(n_px, np.float32)
+        gap = samples[i + 1] - samples[i]
+        f = np.clip((px - samples[i]) / np.where(gap > 0, gap, 1.0), 0.0, 1.0)
+        return i, f.astype(np.float32)
+
     def upsample_linear(self, img: np.ndarray) -> np.ndarray:
-        """A grid image (h, w[, C]) -> the window's pixels, bilinear between samples (edges replicated)."""
-        return img if self.exact else self._expand(img, cv2.INTER_LINEAR)
+        """A grid image (h, w[, C]) uint8 -> the window's pixels (H, W[, C]) uint8, bilinear between the
+        samples at their image positions (`xs`, `ys`; pixels beyond the first or last sample repeat it),
+        rounded half up (compiled)."""
+        if self.exact:
+            return img
+        if img.dtype != np.uint8:
+            raise TypeError(f"Grid.upsample_linear expands uint8 images, got {img.dtype}")
+        x0, y0, _, _ = self.window
+        w, h = self.size
+        gh, gw = img.shape[:2]
+        C = int(np.prod(img.shape[2:], dtype=np.int64))
+        ix, fx = self._between(self.xs - x0, w)
+        iy, fy = self._between(self.ys - y0, h)
+        channel = np.arange(C)
+        ix0 = (ix[:, None] * C + channel).ravel()
+        ix1 = (np.minimum(ix + 1, gw - 1)[:, None] * C + channel).ravel()
+        out = np.empty((h, w * C), np.uint8)
+        _kernels().upsample_linear_u8(np.ascontiguousarray(img).reshape(gh, gw * C), ix0, ix1, np.repeat(fx, C),
+                                      iy, fy, out)
+        return out.reshape((h, w) + img.shape[2:])
 
 
 @dataclass
