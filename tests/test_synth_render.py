@@ -147,6 +147,27 @@ def test_linear_expansion_interpolates_between_the_samples_where_they_are(window
     assert np.array_equal(up.reshape(h, w, -1)[samples][on_samples], f.astype(np.uint8)[on_samples])
 
 
+
+@pytest.mark.parametrize("window, stride", [((10, 20, 300, 250), 2.6), ((0, 0, 7, 5), 3.0), ((4, 4, 5, 40), 1.5)])
+def test_nearest_expansion_gives_each_pixel_its_nearest_sample(window, stride):
+    grid = Grid(window, stride)
+    gh, gw = grid.shape
+    ids = np.arange(gh * gw, dtype=np.int32).reshape(gh, gw)
+    w, h = grid.size
+    iy = np.abs(np.arange(h)[:, None] - (grid.ys - window[1])[None, :]).argmin(axis=1)   # brute force
+    ix = np.abs(np.arange(w)[:, None] - (grid.xs - window[0])[None, :]).argmin(axis=1)
+    sy, sx = grid.ys - window[1], grid.xs - window[0]
+    tie_y = np.isclose(np.abs(np.arange(h) - sy[iy]), np.abs(np.arange(h) - sy[np.minimum(iy + 1, gh - 1)]))
+    tie_x = np.isclose(np.abs(np.arange(w) - sx[ix]), np.abs(np.arange(w) - sx[np.minimum(ix + 1, gw - 1)]))
+    iy[tie_y] = np.minimum(iy[tie_y] + 1, gh - 1)                                         # ties: the later one
+    ix[tie_x] = np.minimum(ix[tie_x] + 1, gw - 1)
+    assert np.array_equal(grid.upsample_nearest(ids), ids[iy][:, ix])
+    mask = (ids % 3) == 0
+    assert np.array_equal(grid.upsample_nearest(mask), mask[iy][:, ix])
+    three = np.stack([ids, -ids, 2 * ids], -1).astype(np.float32)
+    assert np.array_equal(grid.upsample_nearest(three), three[iy][:, ix])
+
+
 # ------------------------------------------------------------------------------------------ appearance
 def test_garment_regions_follow_the_skinning_weights(body):
     regions = body_regions(body.v_template.numpy(), body(betas=torch.zeros(1, 10)).joints[0].numpy(),
@@ -482,8 +503,34 @@ def test_crop_only_rendering_mostly_needs_one_depth_pass(engine, monkeypatch):
         whole = engine._color_window(cams, frame.depth_mm[y0:y1, x0:x1], frame.depth_window)
         cx0, cy0, cx1, cy1 = frame.color_window
         assert whole[0] <= cx0 and whole[1] <= cy0 and cx1 <= whole[2] and cy1 <= whole[3]
+        # the border sampled every 8 px bounds what every border pixel gives, to within a pixel of its pad
+        every = engine._color_window(cams, frame.depth_mm[y0:y1, x0:x1], frame.depth_window, pad=2, step=1)
+        assert whole[0] <= every[0] and whole[1] <= every[1] and every[2] <= whole[2] and every[3] <= whole[3]
     assert frames >= 6
     assert len(calls) <= 1.4 * frames + (12 - frames)
+
+
+
+@pytest.mark.parametrize("mode", ["WFOV_2X2BINNED", "NFOV_UNBINNED"])
+def test_sampled_border_bounds_the_color_window_of_every_border_pixel(mode):
+    """The color rectangle from every 8th border pixel (plus the ends of valid runs: the wide field of
+    view's rim cuts windows) contains the one from every border pixel with one pixel less padding."""
+    cams = rig_cameras(load_rig(str(DEFAULT_CALIBRATION), mode, "1080P"))
+    W, H = cams.rig.depth.size
+    rng = np.random.default_rng(4)
+    checked = 0
+    for _ in range(40):
+        x0, y0 = int(rng.integers(0, W - 20)), int(rng.integers(0, H - 20))
+        x1, y1 = int(rng.integers(x0 + 10, min(W, x0 + 300) + 1)), int(rng.integers(y0 + 10, min(H, y0 + 300) + 1))
+        depth = rng.integers(600, 4000, (y1 - y0, x1 - x0)).astype(np.uint16)
+        every = SynthEngine._color_window(cams, depth, (x0, y0, x1, y1), pad=2, step=1)
+        sampled = SynthEngine._color_window(cams, depth, (x0, y0, x1, y1))
+        assert (every is None) == (sampled is None)
+        if every is None:
+            continue
+        checked += 1
+        assert sampled[0] <= every[0] and sampled[1] <= every[1] and every[2] <= sampled[2] and every[3] <= sampled[3]
+    assert checked >= 20
 
 
 # ------------------------------------------------------------------------------------------ speed paths

@@ -406,6 +406,17 @@ def upsample_linear_u8(src, ix0, ix1, fx, iy, fy, out):
             o[k] = np.uint8(np.int32(a[k] + (b[k] - a[k]) * f + np.float32(0.5)))
 
 
+@_jit
+def upsample_nearest_kernel(src, iy, ix, out):
+    """out[y, x, c] = src[iy[y], ix[x], c]: a grid image (h, w, C) expanded to the window (H, W, C)."""
+    for y in range(out.shape[0]):
+        s = src[iy[y]]
+        o = out[y]
+        for x in range(out.shape[1]):
+            for c in range(out.shape[2]):
+                o[x, c] = s[ix[x], c]
+
+
 # ------------------------------------------------------------------------------------------ shading
 @_jit
 def shade(face, bary, xy, R, faces, face_kind, face_material, mat_color, mat_table, mat_waves, person_attr,

@@ -272,20 +272,27 @@ class Grid:
             _kernels().bilinear(flat, iy, ix, (ys - iy).astype(np.float32), (xs - ix).astype(np.float32), out)
         return out.reshape(out.shape[:2] + table.shape[2:])
 
-    def _expand(self, arr: np.ndarray, interpolation: int) -> np.ndarray:
-        w, h = self.size
-        s, o = self.stride, self.offset
-        M = np.array([[1.0 / s, 0.0, -o / s], [0.0, 1.0 / s, -o / s]])  # window px -> grid px
-        return cv2.warpAffine(arr, M, (w, h), flags=interpolation | cv2.WARP_INVERSE_MAP,
-                              borderMode=cv2.BORDER_REPLICATE)
+    @staticmethod
+    def _nearest(samples: np.ndarray, n_px: int) -> np.ndarray:
+        """For pixels 0..n_px-1 along an axis with samples at `samples` (increasing, window pixels): the
+        index of the nearest sample (int64; halfway pixels take the later one)."""
+        mid = (samples[:-1] + samples[1:]) / 2.0
+        return np.searchsorted(mid, np.arange(n_px, dtype=np.float64), side="right").astype(np.int64)
 
     def upsample_nearest(self, arr: np.ndarray) -> np.ndarray:
-        """A grid render (h, w) bool / uint8 / uint16 / float32 -> the window's pixels (nearest sample)."""
+        """A grid render (h, w[, C]) (bool, integer or float) -> the window's pixels: each takes the value
+        of the sample nearest to it (at the samples' image positions `xs`, `ys`; compiled gather)."""
         if self.exact:
             return arr
-        if arr.dtype == bool:
-            return self._expand(arr.view(np.uint8), cv2.INTER_NEAREST).view(bool)
-        return self._expand(arr, cv2.INTER_NEAREST)
+        x0, y0, _, _ = self.window
+        w, h = self.size
+        src = np.ascontiguousarray(arr)
+        flat = src.reshape(src.shape[:2] + (-1,))
+        if flat.dtype == bool:
+            flat = flat.view(np.uint8)
+        out = np.empty((h, w, flat.shape[2]), flat.dtype)
+        _kernels().upsample_nearest_kernel(flat, self._nearest(self.ys - y0, h), self._nearest(self.xs - x0, w), out)
+        return out.view(arr.dtype).reshape((h, w) + arr.shape[2:])
 
     @staticmethod
     def _between(samples: np.ndarray, n_px: int) -> tuple[np.ndarray, np.ndarray]:

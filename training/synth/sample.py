@@ -604,13 +604,16 @@ class SynthEngine:
         return box
 
     @staticmethod
-    def _color_window(cams: RigCameras, depth_w: np.ndarray, window: Window, pad: int = 3) -> Optional[Window]:
+    def _color_window(cams: RigCameras, depth_w: np.ndarray, window: Window, pad: int = 3,
+                      step: int = 8) -> Optional[Window]:
         """Color-image rectangle covering every color pixel the aligner may read for the window's depth.
 
         For a fixed depth pixel the color pixel moves smoothly along the epipolar line as depth changes,
         and for a fixed depth the map is a smooth bijection, so the images of the window's border pixels
-        at its smallest and largest valid depth bound the images of all its pixels; `pad` covers the
-        line's curvature and the bilinear neighbours.
+        at its smallest and largest valid depth bound the images of all its pixels. The border's valid
+        pixels are sampled every `step` pixels, at each side's ends and at both ends of each run of valid
+        pixels (the wide field of view's rim); `pad` covers the curvature between samples (far below a
+        pixel over 8 px) and the bilinear neighbours.
         """
         valid = depth_w > 0
         if not valid.any():
@@ -620,10 +623,20 @@ class SynthEngine:
         xs, ys = np.arange(x0, x1), np.arange(y0, y1)
         border = np.concatenate([np.c_[xs, np.full_like(xs, y0)], np.c_[xs, np.full_like(xs, y1 - 1)],
                                  np.c_[np.full_like(ys, x0), ys], np.c_[np.full_like(ys, x1 - 1), ys]])
-        rays = np.ones((len(border), 3))
-        rays[:, :2] = cams.depth.xy[border[:, 1], border[:, 0]]
         keep = cams.depth.valid[border[:, 1], border[:, 0]]
-        pts = (rays[keep][None, :, :] * zs[:, None, None]).reshape(-1, 3)
+        # every step-th border pixel, each side's ends and both ends of every run of valid pixels
+        sample = np.zeros(len(border), bool)
+        sample[::step] = True
+        ends = np.cumsum([len(xs), len(xs), len(ys), len(ys)])
+        sample[ends - 1] = True
+        sample[np.r_[0, ends[:-1]]] = True
+        change = np.flatnonzero(keep[1:] != keep[:-1])
+        sample[change] = True
+        sample[change + 1] = True
+        keep &= sample
+        rays = np.ones((int(keep.sum()), 3))
+        rays[:, :2] = cams.depth.xy[border[keep, 1], border[keep, 0]]
+        pts = (rays[None, :, :] * zs[:, None, None]).reshape(-1, 3)
         uv, ok = cams.rig.color.project_with_mask(cams.rig.depth_to_color.apply(pts))
         uv = uv[ok]
         Wc, Hc = cams.rig.color.size
