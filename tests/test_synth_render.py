@@ -16,7 +16,7 @@ from tests.toy_body import write_toy_body
 from training.synth.appearance import BOTTOM, HAIR, REGION_NAMES, SHOES, SKIN, TOP, Material, body_regions, \
     sample_body_appearance
 from training.synth.depth_noise import noise_sigma_mm, systematic_error_mm
-from training.synth.render import Grid, SceneMesh, render_color, render_depth, rig_cameras
+from training.synth.render import Grid, SceneMesh, jpeg_roundtrip, render_color, render_depth, rig_cameras
 from training.synth.sample import (DEFAULT_CALIBRATION, SynthConfig, SynthEngine, config_from_dict, config_to_dict,
                                    load_rig, sample_rng)
 from training.synth.scene import (OBJ_BACKGROUND, OBJ_TARGET, Box, Lighting, SceneConfig, TriangleSoup,
@@ -208,6 +208,25 @@ def test_procedural_patterns_have_their_known_values():
     assert len(np.unique(np.round(ratio[::40, 0], 3))) > 10    # planks differ
     noise = Material(color=c1, color2=c2, pattern="noise", waves=((30.0, 0.0, 0.0, 0.0),))
     np.testing.assert_allclose(noise.albedo(np.array([[np.pi / 60, 0, 0]]))[0], c2, atol=1e-5)   # sin = 1
+
+
+def test_jpeg_roundtrip_is_a_real_jpeg_at_that_quality():
+    """Same artefacts as OpenCV's libjpeg-turbo round trip (to a code level on average); lower quality
+    loses more; shape, dtype and channel order kept."""
+    import cv2
+    yy, xx = np.mgrid[0:120, 0:200]
+    img = np.stack([xx, yy * 2, (xx + yy) % 256], -1).astype(np.uint8)
+    img[40:80, 60:140] = (0, 0, 230)                                     # a red block (BGR)
+    img = np.ascontiguousarray(img + np.random.default_rng(0).integers(0, 12, img.shape).astype(np.uint8))
+    for q in (40, 90):
+        ours = jpeg_roundtrip(img, q)
+        assert ours.shape == img.shape and ours.dtype == np.uint8
+        ref = cv2.imdecode(cv2.imencode(".jpg", img, [int(cv2.IMWRITE_JPEG_QUALITY), q])[1], cv2.IMREAD_COLOR)
+        assert np.abs(ours.astype(int) - ref).mean() < 1.0
+        assert np.abs(ours.astype(int) - img).mean() > 0.5                # it did compress
+        assert ours[60, 100, 2] > 200 and ours[60, 100, 0] < 60           # red stays red (BGR order)
+    err = [np.abs(jpeg_roundtrip(img, q).astype(int) - img).mean() for q in (20, 60, 95)]
+    assert err[0] > err[1] > err[2]
 
 
 def test_color_sensor_noise_exposure_and_vignetting_follow_the_model():

@@ -528,8 +528,10 @@ def color_sensor_image(linear: np.ndarray, spec: Optional[ColorSensorSpec], rng:
 
 
 def jpeg_roundtrip(bgr: np.ndarray, quality: int) -> np.ndarray:
-    """Encode as JPEG at `quality` (0..100) and decode again: the color stream's compression artefacts."""
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(bgr), [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
-    if not ok:
-        raise RuntimeError("cv2.imencode('.jpg') failed")
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    """Encode as JPEG at `quality` (0..100, 4:2:0 chroma like the Azure Kinect's MJPG) and decode again: the
+    color stream's compression artefacts. BGR uint8 (H, W, 3) in and out. libjpeg-turbo through
+    `simplejpeg` (encode + decode of a 0.4 MP window: ~2 ms, against ~3.5 ms through cv2.imencode/imdecode)."""
+    import simplejpeg
+    img = np.ascontiguousarray(bgr, dtype=np.uint8)
+    data = simplejpeg.encode_jpeg(img, quality=int(quality), colorspace="BGR", colorsubsampling="420")
+    return simplejpeg.decode_jpeg(data, colorspace="BGR")

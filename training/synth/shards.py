@@ -16,7 +16,8 @@ Shard arrays (N samples, S = config.out_size; camera frame = the depth camera's,
 
 Determinism: sample i is a pure function of (seed, i, config, body file, calibration file), bodies are
 posed in fixed chunks of `sample.CHUNK` indices, and every process runs torch and OpenCV with one thread
-(the compiled renderer is single-threaded); shards are written with fixed zip timestamps. So the same seed gives byte-identical shards,
+(the compiled renderer is single-threaded); shards are written with fixed zip timestamps (`training.synth.npz`;
+the bytes depend on its deflate library, isal or zlib). So the same seed gives byte-identical shards,
 whatever the worker count (the manifest records each shard's sha256).
 """
 from __future__ import annotations
