@@ -21,7 +21,8 @@ folder to the DLL search path (Windows) or preloads its libk4a with RTLD_GLOBAL 
 bind to it. NOT verified on a Femto (no device here). pyk4a-bundle links its own libk4a under a hashed
 name; if the wrapper is not picked up, install plain `pyk4a` built against the wrapper instead.
 
-Replay (`MkvSource`, `pyk4a.PyK4APlayback`). Color tracks in MJPG (JPEG-decoded) or BGRA32; a missing
+Replay (`MkvSource`, `pyk4a.PyK4APlayback` in a child process that is restarted where it stopped when
+libk4arecord crashes: `app.playback_process`). Color tracks in MJPG (JPEG-decoded) or BGRA32; a missing
 track is OFF for the whole clip. Default: every capture in file order (deterministic); `realtime=True`
 paces by device timestamps and skips captures that are already late (counted in `dropped`); waits
 longer than `max_wait_s` (a recording gap) are not slept through. `loop=True` restarts at EOF (frame ids
@@ -374,12 +375,13 @@ class MkvSource:
         import pyk4a  # lazy: replay needs libk4arecord
 
         self._pyk4a = pyk4a
-        playback = pyk4a.PyK4APlayback(self.path)
+        from app.playback_process import PlaybackProcess
+        playback = PlaybackProcess(self.path)     # libk4arecord in a child process (it crashes now and then)
         try:
             playback.open()
         except pyk4a.K4AException as exc:
             raise SourceError(f"{self.path}: libk4arecord cannot open it (truncated or unfinished recording "
-                              f"without its index, or not an Azure Kinect recording)") from exc
+                              f"without its index, or not an Azure Kinect recording): {exc}") from exc
         self._playback = playback
         try:
             self._setup(calibration, checks)
@@ -453,12 +455,8 @@ class MkvSource:
 
     def _use_external_calibration(self) -> None:
         # pyk4a builds every capture with `playback.calibration`, which fails without the attachment (after
-        # the capture was consumed). Captures only need it for SDK transforms, which this layer never calls,
-        # so the playback gets a handle-less Calibration (pyk4a 1.5 private attribute).
-        pb, pyk4a = self._playback, self._pyk4a
-        cfg = pb.configuration
-        pb._calibration = pyk4a.Calibration(handle=None, depth_mode=cfg["depth_mode"],
-                                            color_resolution=cfg["color_resolution"])
+        # the capture was consumed). Captures only need it for SDK transforms, which this layer never calls.
+        self._playback.use_handle_less_calibration()
 
     # -- raw captures -----------------------------------------------------------------------------
     def _get_next_capture(self) -> Any:
