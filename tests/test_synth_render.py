@@ -552,6 +552,39 @@ def test_sampled_border_bounds_the_color_window_of_every_border_pixel(mode):
     assert checked >= 20
 
 
+
+def test_static_triangles_are_closed_outward_boxes_with_metric_texture_coordinates(engine):
+    """Each box is 6 quads whose corners are the box's 8 corners (centre + yawed half extents), all wound
+    the same way (normals (b - a) x (c - a) point inward: the renderers turn normals toward the ray) and
+    with (u, v) in metres along the face; the room's floor is y = 0."""
+    from training.synth.scene import OBJ_FURNITURE, static_triangles, yaw_matrix
+    seen = 0
+    for i in range(6):
+        scene = engine.sample_scene(sample_rng(8, i))
+        soup = static_triangles(scene)
+        assert soup.num_faces == 2 * (6 + 6 * len(scene.boxes))
+        assert np.allclose(soup.vertices[:4, 1], 0.0)                          # floor
+        for k, box in enumerate(scene.boxes):
+            seen += 1
+            q0 = 6 + 6 * k                                                       # quads before: the room's 6
+            v = soup.vertices[4 * q0:4 * (q0 + 6)].reshape(6, 4, 3)
+            uv = soup.texcoords[4 * q0:4 * (q0 + 6), :2].reshape(6, 4, 2)
+            half = np.asarray(box.size) / 2
+            signs = np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1])).reshape(3, -1).T
+            expected = (signs * half) @ yaw_matrix(box.yaw).T + np.asarray(box.center)
+            got = np.unique(np.round(v.reshape(-1, 3), 9), axis=0)
+            assert np.allclose(np.sort(got, axis=0), np.sort(np.round(expected, 9), axis=0), atol=1e-9)
+            n = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
+            assert np.all(np.einsum("qi,qi->q", n, v.mean(axis=1) - np.asarray(box.center)) < 0)
+            edges3 = np.linalg.norm(np.diff(v, axis=1), axis=2)
+            edges2 = np.linalg.norm(np.diff(uv, axis=1), axis=2)
+            assert np.allclose(edges3, edges2)
+            f = slice(2 * q0, 2 * (q0 + 6))
+            assert np.all(soup.face_object[f] == OBJ_FURNITURE)
+            assert all(soup.materials[m] is box.material for m in soup.face_material[f])
+    assert seen >= 3
+
+
 # ------------------------------------------------------------------------------------------ speed paths
 def test_strided_take_equals_rows_then_columns_interpolation(rig):
     """The grid-resolution gather of `Grid.take` gives bit for bit what interpolating whole table rows,

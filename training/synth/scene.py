@@ -458,48 +458,30 @@ def concat_soups(soups: Sequence[TriangleSoup]) -> TriangleSoup:
                         np.concatenate(fper).astype(np.int16), mats)
 
 
-class _SoupBuilder:
-    def __init__(self) -> None:
-        self.verts: list[np.ndarray] = []
-        self.tex: list[np.ndarray] = []
-        self.faces: list[np.ndarray] = []
-        self.fmat: list[int] = []
-        self.fobj: list[int] = []
-        self.materials: list[Material] = []
-        self._mat_index: dict[int, int] = {}
-        self.n = 0
-
-    def quad(self, corners: np.ndarray, uv: np.ndarray, material: Material, obj: int) -> None:
-        """Corners (4, 3) in order around the quad; uv (4, 2) metres in the face plane."""
-        self.quads(np.asarray(corners)[None], np.asarray(uv)[None], material, obj)
-
-    def quads(self, corners: np.ndarray, uv: np.ndarray, material: Material, obj: int) -> None:
-        """Q quads at once: corners (Q, 4, 3), uv (Q, 4, 2), one material and object label."""
-        key = id(material)
-        if key not in self._mat_index:
-            self._mat_index[key] = len(self.materials)
-            self.materials.append(material)
-        m = self._mat_index[key]
-        q = corners.shape[0]
-        self.verts.append(np.asarray(corners, dtype=np.float64).reshape(-1, 3))
-        self.tex.append(np.concatenate([np.asarray(uv, dtype=np.float64).reshape(-1, 2), np.zeros((4 * q, 1))], axis=1))
-        base = self.n + 4 * np.arange(q)[:, None, None]
-        self.faces.append((np.array([[0, 1, 2], [0, 2, 3]])[None] + base).reshape(-1, 3))
-        self.fmat += [m] * (2 * q)
-        self.fobj += [obj] * (2 * q)
-        self.n += 4 * q
-
-    def soup(self) -> TriangleSoup:
-        if not self.verts:
-            return TriangleSoup.empty()
-        f = np.concatenate(self.faces)
-        return TriangleSoup(np.concatenate(self.verts), f, np.concatenate(self.tex),
-                            np.array(self.fmat, np.int32), np.array(self.fobj, np.int8),
-                            np.full(len(f), -1, np.int16), self.materials)
+def _quad_soup(corners: np.ndarray, uv: np.ndarray, materials: Sequence[Material], obj: np.ndarray) -> TriangleSoup:
+    """Q quads as a soup: corners (Q, 4, 3) in order around each quad, uv (Q, 4, 2) metres in the quad's
+    plane, one material and object label per quad (materials listed once each, by identity, in order of
+    first use). Quad q is triangles (0, 1, 2), (0, 2, 3) of its corners, faces 2q and 2q + 1."""
+    q = corners.shape[0]
+    if q == 0:
+        return TriangleSoup.empty()
+    index: dict[int, int] = {}
+    unique: list[Material] = []
+    mat = np.empty(q, np.int32)
+    for k, m in enumerate(materials):
+        mat[k] = index.setdefault(id(m), len(unique))
+        if mat[k] == len(unique):
+            unique.append(m)
+    tex = np.zeros((4 * q, 3))
+    tex[:, :2] = uv.reshape(-1, 2)
+    faces = (np.array([[0, 1, 2], [0, 2, 3]])[None] + 4 * np.arange(q)[:, None, None]).reshape(-1, 3)
+    return TriangleSoup(np.ascontiguousarray(corners, dtype=np.float64).reshape(-1, 3), faces, tex,
+                        np.repeat(mat, 2), np.repeat(np.asarray(obj, np.int8), 2), np.full(2 * q, -1, np.int16),
+                        unique)
 
 
-# A unit box's 6 faces as quads (corners in [-1, 1]^3, counter-clockwise seen from outside) and, per
-# corner, which two box axes span the face's (u, v) texture coordinates.
+# A unit box's 6 faces as quads (corners in [-1, 1]^3, all wound alike: (b - a) x (c - a) points into the
+# box; the renderers turn normals toward the ray) and, per face, which two box axes span its (u, v).
 _BOX_QUADS = np.array([
     [[1, -1, -1], [1, -1, 1], [1, 1, 1], [1, 1, -1]],        # +x: u = z, v = y
     [[-1, -1, 1], [-1, -1, -1], [-1, 1, -1], [-1, 1, 1]],    # -x
@@ -511,37 +493,48 @@ _BOX_QUADS = np.array([
 _BOX_UV_AXES = np.array([[2, 1], [2, 1], [0, 1], [0, 1], [0, 2], [0, 2]])
 
 
-def _box_quads(b: _SoupBuilder, box: Box, obj: int) -> None:
-    half = np.asarray(box.size, dtype=np.float64) / 2
-    local = _BOX_QUADS * half                                            # (6, 4, 3) box frame
-    world = local @ yaw_matrix(box.yaw).T + np.asarray(box.center)
-    uv = np.take_along_axis(local, _BOX_UV_AXES[:, None, :].repeat(4, axis=1), axis=2)
-    b.quads(world, uv + np.asarray(box.center)[[0, 1]], box.material, obj)
+def _box_quads(boxes: Sequence[Box]) -> tuple[np.ndarray, np.ndarray]:
+    """Corners (6B, 4, 3) world and uv (6B, 4, 2) of the boxes' faces (box by box, _BOX_QUADS order)."""
+    center = np.array([b.center for b in boxes], np.float64)                    # (B, 3)
+    local = _BOX_QUADS[None] * (np.array([b.size for b in boxes], np.float64) / 2)[:, None, None, :]
+    yaw = np.array([b.yaw for b in boxes], np.float64)
+    c, s = np.cos(yaw), np.sin(yaw)
+    # p @ yaw_matrix(yaw).T: x' = c x + s z, y' = y, z' = -s x + c z
+    world = np.empty_like(local)
+    world[..., 0] = c[:, None, None] * local[..., 0] + s[:, None, None] * local[..., 2]
+    world[..., 1] = local[..., 1]
+    world[..., 2] = -s[:, None, None] * local[..., 0] + c[:, None, None] * local[..., 2]
+    world += center[:, None, None, :]
+    uv = np.take_along_axis(local, np.broadcast_to(_BOX_UV_AXES[None, :, None, :], local.shape[:3] + (2,)), axis=3)
+    uv = uv + center[:, None, None, :2]
+    return world.reshape(-1, 4, 3), uv.reshape(-1, 4, 2)
 
 
 def static_triangles(scene: Scene) -> TriangleSoup:
     """Room (floor, ceiling, 4 walls) and boxes as a world-frame TriangleSoup (no people)."""
-    b = _SoupBuilder()
     r = scene.room
-    R = yaw_matrix(r.yaw)
     h = r.height
-
-    def w(p: np.ndarray) -> np.ndarray:
-        return np.asarray(p, dtype=np.float64) @ R.T
-
-    floor = np.array([[r.x0, 0, r.z0], [r.x1, 0, r.z0], [r.x1, 0, r.z1], [r.x0, 0, r.z1]])
-    b.quad(w(floor), floor[:, [0, 2]], r.floor, OBJ_BACKGROUND)
+    floor = np.array([[r.x0, 0, r.z0], [r.x1, 0, r.z0], [r.x1, 0, r.z1], [r.x0, 0, r.z1]], np.float64)
     ceil = floor + [0, h, 0]
-    b.quad(w(ceil), ceil[:, [0, 2]], r.ceiling, OBJ_BACKGROUND)
-    for (xa, za, xb, zb), mat in zip(((r.x0, r.z0, r.x0, r.z1), (r.x1, r.z0, r.x1, r.z1),
-                                      (r.x0, r.z0, r.x1, r.z0), (r.x0, r.z1, r.x1, r.z1)), r.walls):
-        corners = np.array([[xa, 0, za], [xb, 0, zb], [xb, h, zb], [xa, h, za]])
-        along = np.array([0.0, math.hypot(xb - xa, zb - za)]) + (za if xa == xb else xa)
-        uv = np.array([[along[0], 0], [along[1], 0], [along[1], h], [along[0], h]])
-        b.quad(w(corners), uv, mat, OBJ_BACKGROUND)
-    for box in scene.boxes:
-        _box_quads(b, box, OBJ_FURNITURE)
-    return b.soup()
+    corners, uvs = [floor, ceil], [floor[:, [0, 2]], ceil[:, [0, 2]]]
+    for xa, za, xb, zb in ((r.x0, r.z0, r.x0, r.z1), (r.x1, r.z0, r.x1, r.z1), (r.x0, r.z0, r.x1, r.z0),
+                           (r.x0, r.z1, r.x1, r.z1)):
+        corners.append(np.array([[xa, 0, za], [xb, 0, zb], [xb, h, zb], [xa, h, za]], np.float64))
+        a0 = za if xa == xb else xa
+        a1 = a0 + math.hypot(xb - xa, zb - za)
+        uvs.append(np.array([[a0, 0], [a1, 0], [a1, h], [a0, h]], np.float64))
+    room = np.stack(corners) @ yaw_matrix(r.yaw).T
+    materials = [r.floor, r.ceiling, *r.walls]
+    obj = [OBJ_BACKGROUND] * 6
+    if scene.boxes:
+        box_corners, box_uv = _box_quads(scene.boxes)
+        room = np.concatenate([room, box_corners])
+        uv = np.concatenate([np.stack(uvs), box_uv])
+        materials += [b.material for b in scene.boxes for _ in range(6)]
+        obj += [OBJ_FURNITURE] * (6 * len(scene.boxes))
+    else:
+        uv = np.stack(uvs)
+    return _quad_soup(room, uv, materials, np.array(obj))
 
 
 def ground_body(vertices: np.ndarray, joints: np.ndarray, floor_xz: np.ndarray) -> np.ndarray:
