@@ -408,13 +408,13 @@ def upsample_linear_u8(src, ix0, ix1, fx, iy, fy, out):
 
 @_jit
 def upsample_nearest_kernel(src, iy, ix, out):
-    """out[y, x, c] = src[iy[y], ix[x], c]: a grid image (h, w, C) expanded to the window (H, W, C)."""
+    """out[y, k] = src[iy[y], ix[k]]: a grid image expanded to the window, rows flattened (src (h, w * C),
+    out (H, W * C); ix holds flat source columns)."""
     for y in range(out.shape[0]):
         s = src[iy[y]]
         o = out[y]
-        for x in range(out.shape[1]):
-            for c in range(out.shape[2]):
-                o[x, c] = s[ix[x], c]
+        for k in range(out.shape[1]):
+            o[k] = s[ix[k]]
 
 
 # ------------------------------------------------------------------------------------------ shading

@@ -279,19 +279,29 @@ class Grid:
         mid = (samples[:-1] + samples[1:]) / 2.0
         return np.searchsorted(mid, np.arange(n_px, dtype=np.float64), side="right").astype(np.int64)
 
+    @functools.cached_property
+    def _nearest_rows_cols(self) -> tuple[np.ndarray, np.ndarray]:
+        x0, y0, _, _ = self.window
+        w, h = self.size
+        return self._nearest(self.ys - y0, h), self._nearest(self.xs - x0, w)
+
     def upsample_nearest(self, arr: np.ndarray) -> np.ndarray:
         """A grid render (h, w[, C]) (bool, integer or float) -> the window's pixels: each takes the value
         of the sample nearest to it (at the samples' image positions `xs`, `ys`; compiled gather)."""
         if self.exact:
             return arr
-        x0, y0, _, _ = self.window
         w, h = self.size
         src = np.ascontiguousarray(arr)
-        flat = src.reshape(src.shape[:2] + (-1,))
+        gh, gw = src.shape[:2]
+        C = int(np.prod(src.shape[2:], dtype=np.int64))
+        flat = src.reshape(gh, gw * C)
         if flat.dtype == bool:
             flat = flat.view(np.uint8)
-        out = np.empty((h, w, flat.shape[2]), flat.dtype)
-        _kernels().upsample_nearest_kernel(flat, self._nearest(self.ys - y0, h), self._nearest(self.xs - x0, w), out)
+        iy, ix = self._nearest_rows_cols
+        if C > 1:
+            ix = (ix[:, None] * C + np.arange(C)).ravel()
+        out = np.empty((h, w * C), flat.dtype)
+        _kernels().upsample_nearest_kernel(flat, iy, ix, out)
         return out.view(arr.dtype).reshape((h, w) + arr.shape[2:])
 
     @staticmethod

@@ -615,11 +615,11 @@ class SynthEngine:
         pixels (the wide field of view's rim); `pad` covers the curvature between samples (far below a
         pixel over 8 px) and the bilinear neighbours.
         """
-        valid = depth_w > 0
-        if not valid.any():
+        hit = depth_w[depth_w > 0]
+        if hit.size == 0:
             return None
         x0, y0, x1, y1 = window
-        zs = np.array([depth_w[valid].min(), depth_w[valid].max()], np.float64) / 1000.0
+        zs = np.array([hit.min(), hit.max()], np.float64) / 1000.0
         xs, ys = np.arange(x0, x1), np.arange(y0, y1)
         border = np.concatenate([np.c_[xs, np.full_like(xs, y0)], np.c_[xs, np.full_like(xs, y1 - 1)],
                                  np.c_[np.full_like(ys, x0), ys], np.c_[np.full_like(ys, x1 - 1), ys]])
