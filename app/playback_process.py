@@ -14,7 +14,8 @@ The interface is the part of `pyk4a.PyK4APlayback` that `app.sources.MkvSource` 
 `configuration`, `length`, `calibration` (raises K4AException without a calibration attachment),
 `calibration_raw`, `use_handle_less_calibration()`, `get_next_capture()` (EOFError at the end) -> a
 `Capture` (color raw buffer, depth (H, W) uint16, their device timestamps in µs), `seek(offset,
-origin)`, `close()`. The child is a fresh interpreter (`python -c ...`, ~0.2 s to start; never a re-run
+origin)`, `close()`; `InProcessPlayback` is the same interface without the child (non-POSIX systems,
+where the socket cannot be inherited; `open_playback` picks). The child is a fresh interpreter (`python -c ...`, ~0.2 s to start; never a re-run
 of the caller's main script, as multiprocessing's spawn would do) talking over a socket pair (POSIX).
 Cost: the arrays cross the socket (~1 MB a capture, a few ms of CPU split over both processes).
 """
@@ -31,7 +32,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["Capture", "PlaybackProcess"]
+__all__ = ["Capture", "InProcessPlayback", "PlaybackProcess", "open_playback"]
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +284,67 @@ class PlaybackProcess:
             self._kill()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+class InProcessPlayback:
+    """`PlaybackProcess`'s interface on a PyK4APlayback in this process (no crash isolation)."""
+
+    restarts = 0
+
+    def __init__(self, path: str):
+        import pyk4a
+        self.path = str(path)
+        self._pyk4a = pyk4a
+        self._playback = pyk4a.PyK4APlayback(self.path)
+
+    def open(self) -> None:
+        self._playback.open()
+
+    @property
+    def configuration(self) -> dict:
+        return dict(self._playback.configuration)
+
+    @property
+    def length(self) -> int:
+        return int(self._playback.length)
+
+    @property
+    def calibration(self) -> bool:
+        self._playback.calibration          # K4AException without a calibration attachment
+        return True
+
+    @property
+    def calibration_raw(self) -> str:
+        return self._playback.calibration_raw
+
+    def use_handle_less_calibration(self) -> None:
+        cfg = self._playback.configuration  # (see _serve: pyk4a 1.5 private attribute)
+        self._playback._calibration = self._pyk4a.Calibration(handle=None, depth_mode=cfg["depth_mode"],
+                                                              color_resolution=cfg["color_resolution"])
+
+    def get_next_capture(self) -> Capture:
+        c = self._playback.get_next_capture()
+        color, depth = c.color, c.depth
+        return Capture(color, depth, int(c.color_timestamp_usec) if color is not None else 0,
+                       int(c.depth_timestamp_usec) if depth is not None else 0)
+
+    def seek(self, offset: int, origin: Any = None) -> None:
+        if origin is None:
+            self._playback.seek(int(offset))
+        else:
+            self._playback.seek(int(offset), self._pyk4a.SeekOrigin(int(origin)))
+
+    def close(self) -> None:
+        self._playback.close()
+
+
+def open_playback(path: str, isolated: Optional[bool] = None):
+    """A not yet opened playback of `path`: `PlaybackProcess` on POSIX systems (isolated=None), else
+    `InProcessPlayback`; isolated=True / False forces the choice."""
+    import os
+    if isolated is None:
+        isolated = os.name == "posix"
+    return PlaybackProcess(path) if isolated else InProcessPlayback(path)
 
 
 def _order(value: tuple) -> tuple:

@@ -375,8 +375,8 @@ class MkvSource:
         import pyk4a  # lazy: replay needs libk4arecord
 
         self._pyk4a = pyk4a
-        from app.playback_process import PlaybackProcess
-        playback = PlaybackProcess(self.path)     # libk4arecord in a child process (it crashes now and then)
+        from app.playback_process import open_playback
+        playback = open_playback(str(self.path))   # libk4arecord in a child process (it crashes now and then)
         try:
             playback.open()
         except pyk4a.K4AException as exc:

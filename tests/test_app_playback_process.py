@@ -44,8 +44,10 @@ def _kill_child(playback: pp.PlaybackProcess) -> None:
     playback._proc.wait(timeout=10)
 
 
-def test_captures_and_header_match_pyk4a_in_process(reference):
-    pb = pp.PlaybackProcess(DEMO)
+@pytest.mark.parametrize("isolated", [True, False])
+def test_captures_header_and_seeks_match_pyk4a_in_process(reference, isolated):
+    pb = pp.open_playback(DEMO, isolated=isolated)
+    assert isinstance(pb, pp.PlaybackProcess if isolated else pp.InProcessPlayback)
     pb.open()
     try:
         ref = pyk4a.PyK4APlayback(DEMO)
@@ -58,10 +60,14 @@ def test_captures_and_header_match_pyk4a_in_process(reference):
             while True:
                 got.append(pb.get_next_capture())
         assert len(got) == len(reference) and all(_same(c, r) for c, r in zip(got, reference))
+        pb.seek(reference[20][3], pyk4a.SeekOrigin.DEVICE_TIME)
+        assert _same(pb.get_next_capture(), reference[20])
+        pb.seek(0)
+        assert _same(pb.get_next_capture(), reference[0])
         assert pb.restarts == 0
     finally:
         pb.close()
-    assert pb._proc is None
+    assert getattr(pb, "_proc", None) is None
 
 
 @pytest.mark.parametrize("kill_after", [0, 1, 17, 56])
@@ -131,3 +137,19 @@ def test_a_reader_that_keeps_dying_gives_a_clear_error(monkeypatch):
     with pytest.raises(pyk4a.K4AException, match="crashed 3 times in a row"):
         pb.open()
     assert pb._proc is None
+
+
+def test_mkv_source_reads_the_same_frames_in_process(reference, monkeypatch):
+    """The non-POSIX path (no child process) through MkvSource, and its handle-less calibration call."""
+    real = pp.open_playback
+    monkeypatch.setattr(pp, "open_playback", lambda path, isolated=None: real(path, isolated=False))
+    src = MkvSource(DEMO)
+    try:
+        assert isinstance(src._playback, pp.InProcessPlayback)
+        src._playback.use_handle_less_calibration()
+        depths = []
+        while (frame := src.read(1.0)) is not None:
+            depths.append(frame.depth_mm)
+        assert len(depths) == len(reference) and all(np.array_equal(d, r[1]) for d, r in zip(depths, reference))
+    finally:
+        src.close()
