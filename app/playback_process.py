@@ -58,10 +58,10 @@ class Capture:
 
 # ------------------------------------------------------------------------------------------ child side
 def _serve(conn: Any, path: str) -> None:
-    """Child process: run requests (name, *args) on one PyK4APlayback; reply ("ok", value), ("eof",),
+    """Child process: run requests (name, *args) on one `InProcessPlayback`; reply ("ok", value), ("eof",),
     ("k4a", message) or ("error", message)."""
     import pyk4a
-    playback = pyk4a.PyK4APlayback(path)
+    playback = InProcessPlayback(path)
     while True:
         try:
             request = conn.recv()
@@ -70,32 +70,21 @@ def _serve(conn: Any, path: str) -> None:
         name, args = request[0], request[1:]
         try:
             if name == "open":
-                playback.open()
-                value = None
+                value = playback.open()
             elif name == "info":
                 try:
-                    playback.calibration
-                    has_calibration = True
+                    has_calibration = playback.calibration
                 except pyk4a.K4AException:
                     has_calibration = False
-                value = (dict(playback.configuration), int(playback.length), has_calibration)
+                value = (playback.configuration, playback.length, has_calibration)
             elif name == "calibration_raw":
                 value = playback.calibration_raw
             elif name == "handle_less_calibration":
-                # pyk4a builds every capture with `playback.calibration`, which fails without the attachment;
-                # captures only need it for SDK transforms, never called here (pyk4a 1.5 private attribute)
-                cfg = playback.configuration
-                playback._calibration = pyk4a.Calibration(handle=None, depth_mode=cfg["depth_mode"],
-                                                          color_resolution=cfg["color_resolution"])
-                value = None
+                value = playback.use_handle_less_calibration()
             elif name == "next":
-                c = playback.get_next_capture()
-                color, depth = c.color, c.depth
-                value = (None if color is None else np.array(color), int(c.color_timestamp_usec) if color is not None else 0,
-                         None if depth is None else np.array(depth), int(c.depth_timestamp_usec) if depth is not None else 0)
+                value = playback.get_next_capture()
             elif name == "seek":
-                playback.seek(*args)
-                value = None
+                value = playback.seek(*args)
             elif name == "close":
                 playback.close()
                 conn.send(("ok", None))
@@ -189,7 +178,7 @@ class PlaybackProcess:
             self._unwrap(self._exchange(("seek", seek_ts, int(self._pyk4a.SeekOrigin.DEVICE_TIME))))
             for _ in range(64):     # the SDK lands on the first capture with an image at or after seek_ts
                 reply = self._exchange(("next",))
-                if reply[0] == "ok" and Capture(*_order(reply[1])).times == times:
+                if reply[0] == "ok" and reply[1].times == times:
                     return
                 self._unwrap(reply)
             raise self._pyk4a.K4AException(f"{self.path}: could not return to the capture at {times} µs "
@@ -261,7 +250,7 @@ class PlaybackProcess:
         self._handle_less = True
 
     def get_next_capture(self) -> Capture:
-        capture = Capture(*_order(self._call(("next",))))
+        capture: Capture = self._call(("next",))
         times = capture.times
         self._resume = ("after", min(times), times) if times else self._resume
         return capture
@@ -318,7 +307,10 @@ class InProcessPlayback:
         return self._playback.calibration_raw
 
     def use_handle_less_calibration(self) -> None:
-        cfg = self._playback.configuration  # (see _serve: pyk4a 1.5 private attribute)
+        """Let captures be read without a calibration attachment: pyk4a builds every capture with
+        `playback.calibration`, which fails without one; captures only need it for SDK transforms, never
+        called here, so the playback gets a handle-less Calibration (pyk4a 1.5 private attribute)."""
+        cfg = self._playback.configuration
         self._playback._calibration = self._pyk4a.Calibration(handle=None, depth_mode=cfg["depth_mode"],
                                                               color_resolution=cfg["color_resolution"])
 
@@ -345,9 +337,3 @@ def open_playback(path: str, isolated: Optional[bool] = None):
     if isolated is None:
         isolated = os.name == "posix"
     return PlaybackProcess(path) if isolated else InProcessPlayback(path)
-
-
-def _order(value: tuple) -> tuple:
-    """Child reply (color, color ts, depth, depth ts) -> Capture fields (color, depth, color ts, depth ts)."""
-    color, color_ts, depth, depth_ts = value
-    return color, depth, color_ts, depth_ts

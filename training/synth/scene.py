@@ -497,14 +497,8 @@ def _box_quads(boxes: Sequence[Box]) -> tuple[np.ndarray, np.ndarray]:
     """Corners (6B, 4, 3) world and uv (6B, 4, 2) of the boxes' faces (box by box, _BOX_QUADS order)."""
     center = np.array([b.center for b in boxes], np.float64)                    # (B, 3)
     local = _BOX_QUADS[None] * (np.array([b.size for b in boxes], np.float64) / 2)[:, None, None, :]
-    yaw = np.array([b.yaw for b in boxes], np.float64)
-    c, s = np.cos(yaw), np.sin(yaw)
-    # p @ yaw_matrix(yaw).T: x' = c x + s z, y' = y, z' = -s x + c z
-    world = np.empty_like(local)
-    world[..., 0] = c[:, None, None] * local[..., 0] + s[:, None, None] * local[..., 2]
-    world[..., 1] = local[..., 1]
-    world[..., 2] = -s[:, None, None] * local[..., 0] + c[:, None, None] * local[..., 2]
-    world += center[:, None, None, :]
+    R_t = np.stack([yaw_matrix(b.yaw).T for b in boxes])[:, None]                # (B, 1, 3, 3)
+    world = local @ R_t + center[:, None, None, :]
     uv = np.take_along_axis(local, np.broadcast_to(_BOX_UV_AXES[None, :, None, :], local.shape[:3] + (2,)), axis=3)
     uv = uv + center[:, None, None, :2]
     return world.reshape(-1, 4, 3), uv.reshape(-1, 4, 2)
