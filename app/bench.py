@@ -89,8 +89,9 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
 
 def bench_preset(name: str, body: Any, variants: Sequence[str], providers: Sequence[str], threads: int,
                  runs: int, warmup: int, torch_device: str, out_dir: Path,
-                 note: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Rows for one preset: torch eager first, then each ORT variant (all timed round-robin)."""
+                 note: Callable[[str], None], cuda_graph: bool = False) -> list[dict[str, Any]]:
+    """Rows for one preset: torch eager first, then each ORT variant (all timed round-robin); with
+    `cuda_graph`, each variant that runs on the CUDA provider once more as a replayed CUDA graph."""
     import torch
 
     from app.runtime import InferenceSession
@@ -127,22 +128,27 @@ def bench_preset(name: str, body: Any, variants: Sequence[str], providers: Seque
     hwc = [np.ascontiguousarray(frames.rgb[i].transpose(1, 2, 0)) for i in range(len(frames))]
     depth = [frames.depth[i, 0] for i in range(len(frames))]
     for r in results:
-        try:
-            sess = InferenceSession(r.path, providers=providers, cpu_threads=threads, warmup_runs=1)
-        except Exception as e:  # a variant the provider cannot run: show it, keep benchmarking
-            row = _row(name, f"ORT {r.variant}", "-", r.size_mb, [], None)
-            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:80]}"
-            failed.append(row)
-            continue
-        if r is results[0]:
-            skipped = "; ".join(f"{k.replace('ExecutionProvider', '')}: {v}" for k, v in sess.skipped.items())
-            note(f"ORT providers: running {sess.provider}; skipped {skipped or 'none'}")
+        for graph in (False, True) if cuda_graph else (False,):
+            label = f"ORT {r.variant}" + (" CUDA graph" if graph else "")
+            try:
+                sess = InferenceSession(r.path, providers=providers, cpu_threads=threads, warmup_runs=3 if graph else 1,
+                                        cuda_graph=graph)
+            except Exception as e:  # a variant the provider cannot run: show it, keep benchmarking
+                row = _row(name, label, "-", r.size_mb, [], None)
+                row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:80]}"
+                failed.append(row)
+                continue
+            if r is results[0] or graph:
+                skipped = "; ".join(f"{k.replace('ExecutionProvider', '')}: {v}" for k, v in sess.skipped.items())
+                note(f"{label}: running {sess.provider}; skipped {skipped or 'none'}")
+            if graph and not sess.cuda_graph:
+                continue  # the note says why; the same session without the graph is already a row
 
-        def ort_call(i: int, sess: InferenceSession = sess) -> None:
-            k = i % len(hwc)
-            sess.run(hwc[k], depth[k], frames.ref_depth[k], (True, True))
+            def ort_call(i: int, sess: InferenceSession = sess) -> None:
+                k = i % len(hwc)
+                sess.run(hwc[k], depth[k], frames.ref_depth[k], (True, True))
 
-        engines.append((f"ORT {r.variant}", sess.provider.replace("ExecutionProvider", ""), r.size_mb, ort_call))
+            engines.append((label, sess.provider.replace("ExecutionProvider", ""), r.size_mb, ort_call))
 
     times = time_interleaved([e[3] for e in engines], runs, warmup)
     torch_p50 = statistics.median(times[0])
@@ -170,6 +176,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--keep", type=Path, default=None, help="keep the exported files in this folder")
+    ap.add_argument("--cuda-graph", action="store_true",
+                    help="also time each variant replayed as an ORT CUDA graph (CUDA provider only)")
     args = ap.parse_args(args_in)
 
     import logging
@@ -207,7 +215,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         out_dir = args.keep or Path(tmp)
         for name in args.presets:
             rows += bench_preset(name, body, args.variants, args.providers, args.threads, args.runs, args.warmup,
-                                 torch_device, out_dir, notes.append)
+                                 torch_device, out_dir, notes.append, cuda_graph=args.cuda_graph)
     load_after = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     print(f"\nCPU: {_cpu_name()} ({os.cpu_count()} logical cores); GPU: {gpu}; threads {args.threads}; "

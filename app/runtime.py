@@ -516,10 +516,12 @@ def _tensorrt_problem(device_id: int) -> Optional[str]:
 
 def plan_providers(prefer: Sequence[str] = ("tensorrt", "cuda", "cpu"), *, device_id: int = 0,
                    trt_fp16: bool = False, trt_cache_dir: Optional[str | Path] = None,
-                   trt_profile: Optional[dict[str, str]] = None) -> ProviderPlan:
+                   trt_profile: Optional[dict[str, str]] = None, cuda_graph: bool = False) -> ProviderPlan:
     """Which of `prefer` (names: tensorrt, cuda, cpu) are usable here, with options, and why others are not.
 
     CPU is always appended last as the fallback. `trt_profile` holds trt_profile_{min,opt,max}_shapes.
+    cuda_graph: ask the CUDA provider to capture the whole graph once and replay it (`enable_cuda_graph`;
+    needs IO binding at fixed device addresses and every node on the CUDA provider).
     """
     unknown = [p for p in prefer if p not in PROVIDERS]
     if unknown:
@@ -537,6 +539,8 @@ def plan_providers(prefer: Sequence[str] = ("tensorrt", "cuda", "cpu"), *, devic
         elif name == "cuda":
             problem = cuda_unusable_reason(device_id)
             opts = {"device_id": device_id, "cudnn_conv_algo_search": "EXHAUSTIVE"}
+            if cuda_graph:
+                opts["enable_cuda_graph"] = "1"
         else:
             problem, opts = None, {}
         if problem is None:
@@ -564,10 +568,13 @@ class InferenceSession:
     GPU providers; trt_cache_dir: TensorRT engine cache folder (first build takes minutes without one);
     allow_no_streams: accept frames with both streams off (an all-zero input: the network's answer
     without evidence, which evaluation tools such as training/robustness.py score); the app leaves it
-    off, so a frame with nothing to infer from is an error there.
+    off, so a frame with nothing to infer from is an error there. cuda_graph: on the CUDA provider,
+    capture the graph once and replay it every frame (no kernel launches from the CPU; IO binding is
+    then always on); where ORT refuses it (a node outside the CUDA provider, say), the session runs
+    CUDA without it and `skipped["CUDA graph"]` says why.
 
     Attributes: contract (ModelContract), provider (the provider that runs the graph), skipped
-    ({provider: reason}), input_size, warmup_ms (first warm-up run), io_binding (bool), warm_start
+    ({provider: reason}), input_size, warmup_ms (first warm-up run), io_binding (bool), cuda_graph (bool: replaying one), warm_start
     (the graph takes an initial pose/shape/camera; `run`'s init_* arguments), init_mean ({input name:
     (1, n) float32} the cold-start values fed when no init is given).
     """
@@ -576,7 +583,7 @@ class InferenceSession:
                  providers: Sequence[str] = ("tensorrt", "cuda", "cpu"), cpu_threads: Optional[int] = None,
                  device_id: int = 0, warmup_runs: int = 2, io_binding: Optional[bool] = None,
                  trt_cache_dir: Optional[str | Path] = None, ort_log_level: int = 3,
-                 allow_no_streams: bool = False) -> None:
+                 allow_no_streams: bool = False, cuda_graph: bool = False) -> None:
         import onnxruntime as ort
 
         self._ort = ort
@@ -604,9 +611,12 @@ class InferenceSession:
 
         shapes = f"rgb:1x3x{S}x{S},depth:1x1x{S}x{S},ref_depth:1,stream_mask:1x2"
         shapes += "".join(f",{n}:1x{v.shape[1]}" for n, v in self.init_mean.items())
-        plan = plan_providers(providers, device_id=device_id, trt_fp16=self.contract.variant == "fp16",
-                              trt_cache_dir=trt_cache_dir,
-                              trt_profile={f"trt_profile_{k}_shapes": shapes for k in ("min", "opt", "max")})
+        def make_plan(graph: bool) -> ProviderPlan:
+            return plan_providers(providers, device_id=device_id, trt_fp16=self.contract.variant == "fp16",
+                                  trt_cache_dir=trt_cache_dir, cuda_graph=graph,
+                                  trt_profile={f"trt_profile_{k}_shapes": shapes for k in ("min", "opt", "max")})
+
+        plan = make_plan(cuda_graph)
         self.skipped: dict[str, str] = dict(plan.skipped)
         self.session = self._create(opts, plan, where)
         active = self.session.get_providers()
@@ -620,6 +630,8 @@ class InferenceSession:
         self.device_type = "cuda" if self.provider in gpu_providers else "cpu"
         self.device_id = device_id
         self.io_binding = self.device_type == "cuda" if io_binding is None else bool(io_binding)
+        self.cuda_graph = self.provider == PROVIDERS["cuda"] and self._provider_option("enable_cuda_graph") == "1"
+        self.io_binding = self.io_binding or self.cuda_graph
         # fixed batch-1 host buffers, refilled in place every frame
         self._feeds = {
             "rgb": np.zeros((1, 3, S, S), np.uint8),
@@ -630,12 +642,22 @@ class InferenceSession:
         }
         if self.io_binding:
             self._setup_binding()
-        self.warmup_ms = self._warm_up(warmup_runs)
+        try:
+            self.warmup_ms = self._warm_up(warmup_runs)
+        except Exception as e:  # the graph capture runs inside the first runs: without it, once more
+            if not self.cuda_graph:
+                raise
+            self.skipped["CUDA graph"] = "capture failed: " + " ".join(str(e).split())[:300]
+            self.session = self._create(opts, make_plan(False), where)
+            self.cuda_graph = False
+            self._setup_binding()
+            self.warmup_ms = self._warm_up(warmup_runs)
         reasons = "; ".join(f"{k.replace('ExecutionProvider', '')}: {v}" for k, v in self.skipped.items())
         detail = f"{self.cpu_threads} CPU threads" if self.provider == PROVIDERS["cpu"] else f"device {device_id}"
         log.info("%s (%s %s, %dpx): running on %s (%s%s), warm-up %.0f ms; skipped %s", self.path.name,
                  self.contract.preset, self.contract.variant, S, self.provider, detail,
-                 ", IO binding" if self.io_binding else "", self.warmup_ms, reasons or "none")
+                 ", IO binding" + (", CUDA graph" if self.cuda_graph else "") if self.io_binding else "",
+                 self.warmup_ms, reasons or "none")
 
     # ------------------------------------------------------------------ creation helpers
     def _create(self, opts: Any, plan: ProviderPlan, where: str) -> Any:
@@ -648,11 +670,20 @@ class InferenceSession:
                                                   provider_options=[o for _, o in providers])
             except Exception as e:  # ORT raises its own pybind exception types
                 msg = " ".join(str(e).split())[:300]
+                name, opts_first = providers[0]
+                if opts_first.get("enable_cuda_graph") == "1":  # keep the provider, drop the graph
+                    self.skipped["CUDA graph"] = f"session creation failed: {msg}"
+                    providers[0] = (name, {k: v for k, v in opts_first.items() if k != "enable_cuda_graph"})
+                    continue
                 if len(providers) > 1:
                     self.skipped[providers[0][0]] = f"session creation failed: {msg}"
                     providers = providers[1:]
                     continue
                 raise ModelFileError(f"{where}: ONNX Runtime cannot load it ({msg})") from None
+
+    def _provider_option(self, key: str) -> Optional[str]:
+        """The running provider's option `key` as ORT reports it (None where it has no such option)."""
+        return self.session.get_provider_options().get(self.provider, {}).get(key)
 
     def _check_io(self, where: str) -> None:
         names_in = tuple(i.name for i in self.session.get_inputs())
@@ -740,7 +771,8 @@ class InferenceSession:
         init_pose6d (144,) or (B, 144) 6D, init_beta (10,) / (B, 10), init_cam (3,) / (B, 3): warm start
             (e.g. the previous frame's outputs pose6d, beta, cam); each None = the model's mean, i.e. the
             cold-start answer. Only for models with `warm_start`; the outputs then include pose6d.
-        Batch 1 reuses the session's fixed buffers (and IO binding on GPU); B > 1 allocates per call.
+        Batch 1 reuses the session's fixed buffers (and IO binding on GPU); B > 1 allocates per call
+        (not with `cuda_graph`, whose replay is bound to the batch-1 buffers: a ValueError).
         """
         S = self.input_size
         rgb_b = self._rgb_batch(np.asarray(rgb), S)
@@ -749,6 +781,8 @@ class InferenceSession:
         mask_b = self._mask_batch(stream_mask, B, self.allow_no_streams)
         ref_b = self._ref_batch(ref_depth, B, mask_b)
         init_b = self._init_batch({"init_pose6d": init_pose6d, "init_beta": init_beta, "init_cam": init_cam}, B)
+        if B > 1 and self.cuda_graph:
+            raise ValueError(f"a batch of {B} frames: this session replays a batch-1 CUDA graph (cuda_graph=True)")
         if B == 1:
             f = self._feeds
             np.copyto(f["rgb"], rgb_b)

@@ -118,6 +118,54 @@ def test_provider_plan_honours_the_preference():
     assert GPU_USABLE or set(full.skipped) == {"TensorrtExecutionProvider", "CUDAExecutionProvider"}
 
 
+def test_cuda_graph_is_a_cuda_provider_option_only_when_asked(monkeypatch):
+    from app import runtime
+    monkeypatch.setattr(runtime, "cuda_unusable_reason", lambda device_id=0: None)
+    graph = dict(runtime.plan_providers(["cuda", "cpu"], cuda_graph=True).providers)
+    plain = dict(runtime.plan_providers(["cuda", "cpu"]).providers)
+    assert graph["CUDAExecutionProvider"]["enable_cuda_graph"] == "1"
+    assert "enable_cuda_graph" not in plain["CUDAExecutionProvider"]
+    assert graph["CPUExecutionProvider"] == {}
+
+
+@pytest.mark.skipif(GPU_USABLE, reason="this machine has a usable CUDA GPU")
+def test_cuda_graph_request_without_cuda_runs_plain_cpu(model_path, sess, frames):
+    s = InferenceSession(model_path, providers=("cuda", "cpu"), cpu_threads=1, warmup_runs=1, cuda_graph=True)
+    assert s.provider == "CPUExecutionProvider" and not s.cuda_graph and not s.io_binding
+    a = s.run(hwc(frames, 1), frames.depth[1, 0], frames.ref_depth[1])
+    b = sess.run(hwc(frames, 1), frames.depth[1, 0], frames.ref_depth[1])
+    for k in b:
+        np.testing.assert_allclose(a[k], b[k], atol=1e-6, err_msg=k)
+    batch = s.run(frames.rgb[:2], frames.depth[:2], frames.ref_depth[:2])  # no graph: batches still work
+    assert batch["vertices"].shape[0] == 2
+
+
+def test_a_refused_cuda_graph_keeps_the_provider_and_says_why(model_path, monkeypatch):
+    """ORT refuses enable_cuda_graph at creation (a node outside the CUDA provider): same provider, no graph."""
+    import onnxruntime as ort
+    from app import runtime
+    real = ort.InferenceSession
+    tried = []
+
+    def creation(path, sess_options=None, providers=None, provider_options=None):
+        tried.append([dict(o) for o in provider_options])
+        if any(o.get("enable_cuda_graph") == "1" for o in provider_options):
+            raise RuntimeError("This session cannot use the CUDA Graph feature as requested by the user as all "
+                               "compute graph nodes have not been partitioned to the CUDA EP.")
+        return real(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    def plan(prefer=(), **kw):  # this machine's CPU provider stands in for CUDA's options
+        opts = {"enable_cuda_graph": "1"} if kw.get("cuda_graph") else {}
+        return runtime.ProviderPlan([("CPUExecutionProvider", opts)], {})
+
+    monkeypatch.setattr(ort, "InferenceSession", creation)
+    monkeypatch.setattr(runtime, "plan_providers", plan)
+    s = InferenceSession(model_path, providers=("cuda", "cpu"), cpu_threads=1, warmup_runs=1, cuda_graph=True)
+    assert [o[0] for o in tried] == [{"enable_cuda_graph": "1"}, {}]
+    assert s.provider == "CPUExecutionProvider" and not s.cuda_graph
+    assert "partitioned to the CUDA EP" in s.skipped["CUDA graph"]
+
+
 def test_cpu_session_uses_the_given_threads_without_spinning(sess):
     opts = sess.session.get_session_options()
     assert opts.intra_op_num_threads == 1
@@ -314,6 +362,21 @@ def test_read_metadata_skips_the_weights(model_path):
 
 
 # ------------------------------------------------------------------------------------------ GPU
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU_USABLE, reason="no usable CUDA GPU")
+def test_cuda_graph_replays_new_frames_like_cpu(model_path, sess, frames):
+    gpu = InferenceSession(model_path, providers=("cuda", "cpu"), warmup_runs=3, cuda_graph=True)
+    assert gpu.provider == "CUDAExecutionProvider" and gpu.io_binding
+    assert gpu.cuda_graph, gpu.skipped.get("CUDA graph")
+    for i in (0, 1, 2, 1):  # each replay reads the frame just copied into the bound inputs
+        a = gpu.run(hwc(frames, i), frames.depth[i, 0], frames.ref_depth[i])
+        b = sess.run(hwc(frames, i), frames.depth[i, 0], frames.ref_depth[i])
+        for k in b:
+            np.testing.assert_allclose(a[k], b[k], atol=1e-3, err_msg=f"frame {i} {k}")
+    with pytest.raises(ValueError, match="batch-1 CUDA graph"):
+        gpu.run(frames.rgb[:2], frames.depth[:2], frames.ref_depth[:2])
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not GPU_USABLE, reason="no usable CUDA GPU")
 def test_cuda_session_binds_io_and_matches_cpu(model_path, sess, frames):
