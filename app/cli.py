@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ONNX Runtime providers in order of preference, from tensorrt,cuda,cpu (default all; "
                           "unusable ones are skipped)")
     mdl.add_argument("--threads", type=int, default=None, metavar="N", help="CPU inference threads")
+    mdl.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=True,
+                     help="on ONNX Runtime's CUDA provider, replay the model as one captured CUDA graph "
+                          "(default on; a model that cannot be captured runs plain CUDA, and the log says why)")
     mdl.add_argument("--mode", choices=_MODES, default="auto",
                      help="input mode: auto follows the streams; rgbd/depth/rgb force one (default auto)")
     mdl.add_argument("--warm-start", action=argparse.BooleanOptionalAction, default=None,
@@ -218,7 +221,7 @@ def _open_session(args: argparse.Namespace, providers: list[str]) -> Any:
     from app.runtime import InferenceSession, ModelFileError
 
     try:
-        return InferenceSession(args.model, providers=providers, cpu_threads=args.threads)
+        return InferenceSession(args.model, providers=providers, cpu_threads=args.threads, cuda_graph=args.cuda_graph)
     except ModelFileError as exc:
         hint = " (export one with python -m training.export)" if "not found" in str(exc) else ""
         raise _CliError(f"{exc}{hint}", EXIT_MODEL) from exc

@@ -303,6 +303,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--no-overlay", action="store_true", help="no overlay video (no render stage)")
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime CPU threads (default: cores - 1)")
     ap.add_argument("--providers", nargs="+", default=["cpu"], choices=["tensorrt", "cuda", "cpu"])
+    ap.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=True,
+                    help="replay the model as a CUDA graph on the CUDA provider, as the app does (default on)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the clip, model and outputs in this folder")
     args = ap.parse_args(argv)
     if args.repeat < 1 or (args.max_frames is not None and args.max_frames < 1) or args.seconds <= 0:
@@ -323,7 +325,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             source = args.source or _record_clip(work, args.seconds, note)
             model = args.model or (DEFAULT_MODEL if DEFAULT_MODEL.is_file() else _random_model(work, note))
-            session = InferenceSession(model, providers=args.providers, cpu_threads=args.threads)
+            session = InferenceSession(model, providers=args.providers, cpu_threads=args.threads,
+                                       cuda_graph=args.cuda_graph)
         except (SourceError, ModelFileError, ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -52,7 +52,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -600,14 +600,18 @@ class InferenceSession:
         if self.cpu_threads < 1:
             raise ValueError(f"cpu_threads must be >= 1, got {cpu_threads}")
 
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.intra_op_num_threads = self.cpu_threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = int(ort_log_level)
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        def opts(batch_one: bool) -> Any:
+            o = ort.SessionOptions()
+            o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            o.intra_op_num_threads = self.cpu_threads
+            o.inter_op_num_threads = 1
+            o.log_severity_level = int(ort_log_level)
+            o.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            o.add_session_config_entry("session.inter_op.allow_spinning", "0")
+            if batch_one:  # a replayed graph is batch 1: static shapes let ORT fold the shape arithmetic
+                o.add_free_dimension_override_by_name("batch", 1)  # that it would otherwise run on the CPU
+            return o
 
         shapes = f"rgb:1x3x{S}x{S},depth:1x1x{S}x{S},ref_depth:1,stream_mask:1x2"
         shapes += "".join(f",{n}:1x{v.shape[1]}" for n, v in self.init_mean.items())
@@ -660,18 +664,20 @@ class InferenceSession:
                  self.warmup_ms, reasons or "none")
 
     # ------------------------------------------------------------------ creation helpers
-    def _create(self, opts: Any, plan: ProviderPlan, where: str) -> Any:
-        """Create the ORT session; a GPU provider whose creation fails is dropped (reason kept) and retried."""
+    def _create(self, opts: Callable[[bool], Any], plan: ProviderPlan, where: str) -> Any:
+        """Create the ORT session; a GPU provider whose creation fails is dropped (reason kept) and retried,
+        first without its CUDA graph. opts(batch_one): the SessionOptions (batch fixed at 1 for a graph)."""
         providers = list(plan.providers)
         while True:
+            graph = providers[0][1].get("enable_cuda_graph") == "1"
             try:
-                return self._ort.InferenceSession(str(self.path), sess_options=opts,
+                return self._ort.InferenceSession(str(self.path), sess_options=opts(graph),
                                                   providers=[p for p, _ in providers],
                                                   provider_options=[o for _, o in providers])
             except Exception as e:  # ORT raises its own pybind exception types
                 msg = " ".join(str(e).split())[:300]
                 name, opts_first = providers[0]
-                if opts_first.get("enable_cuda_graph") == "1":  # keep the provider, drop the graph
+                if graph:  # keep the provider, drop the graph
                     self.skipped["CUDA graph"] = f"session creation failed: {msg}"
                     providers[0] = (name, {k: v for k, v in opts_first.items() if k != "enable_cuda_graph"})
                     continue

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU half of issue #7 on a lent device machine: ONNX Runtime's CUDA provider (plain and as a replayed
 # CUDA graph) vs PyTorch eager, the GPU tests of app/runtime.py, and torch CUDA-graph replay.
+# Run on an H100 in session 7 (2026-11-26): results in docs/gpu.md. SETUP_ONLY=1 stops after unpacking.
 #
 # Why chunks: onnxruntime-gpu 1.31.1's wheel is 255 MB (its CUDA provider library alone 284 MB unpacked),
 # the device tool carries 64 MiB per call (working tree included), and ignored files already on a warm
@@ -19,7 +20,9 @@
 #     python3 -m pip download --no-deps --only-binary=:all: -d .device/o1 smplx==0.1.28
 # and hide the big tracked assets for these calls (weights, demo clip: git rm --cached + exclude; restore
 # after) so each call stays under 64 MiB. Then one device call per chunk, back to back (a machine idles
-# back after 30 s): carry [".device/o1"], then [".device/o2"], [".device/o3"], and the last carries
+# back after 30 s). A path carried in one call is gone in the next, so each call copies its chunk to
+# /tmp/parts, which lasts while the machine stays warm: carry [".device/o1"] with the command
+# `mkdir -p /tmp/parts && cp .device/o1/* /tmp/parts/`, the same for o2 and o3, and the last carries
 # [".device/o4"] and runs:  bash docs/gpu_ort.sh
 # It writes $OUT/ort_gpu.txt; numbers go to docs/gpu.md and the README's GPU table.
 set -u
@@ -27,16 +30,17 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; LOG=$OUT/ort_gpu.txt
 say() { echo "[$(date +%T)] $*" | tee -a "$LOG"; }
 export PYTHONUNBUFFERED=1
 
-cat .device/o1/xpart.* .device/o2/xpart.* .device/o3/xpart.* .device/o4/xpart.* > /tmp/ort.tar.xz 2>/dev/null
-want=$(cat .device/o1/SHA256 2>/dev/null); got=$(sha256sum /tmp/ort.tar.xz | cut -d' ' -f1)
+PARTS=/tmp/parts; mkdir -p $PARTS; cp .device/o*/* $PARTS/ 2>/dev/null
+cat $PARTS/xpart.* > /tmp/ort.tar.xz 2>/dev/null
+want=$(cat $PARTS/SHA256 2>/dev/null); got=$(sha256sum /tmp/ort.tar.xz | cut -d' ' -f1)
 if [ -z "$want" ] || [ "$want" != "$got" ]; then
-  say "onnxruntime-gpu archive incomplete (parts: $(ls .device/o*/xpart.* 2>/dev/null | tr '\n' ' ')): stop"; exit 3
+  say "onnxruntime-gpu archive incomplete (parts: $(ls $PARTS/xpart.* 2>/dev/null | tr '\n' ' ')): stop"; exit 3
 fi
 mkdir -p /tmp/ortsite
 python3 - <<'EOF2' || { say "unpacking failed"; exit 3; }
 import glob, tarfile, zipfile
 tarfile.open("/tmp/ort.tar.xz").extractall("/tmp/ortsite", filter="fully_trusted")
-for w in glob.glob(".device/o1/*.whl"):   # a pure-Python wheel is a zip: unpacking it is the install
+for w in glob.glob("/tmp/parts/*.whl"):   # a pure-Python wheel is a zip: unpacking it is the install
     zipfile.ZipFile(w).extractall("/tmp/ortsite")
 EOF2
 export PYTHONPATH=/tmp/ortsite   # ahead of the image's CPU-only onnxruntime 1.30
@@ -57,13 +61,24 @@ from app.runtime import cuda_unusable_reason
 print("cuda_unusable_reason:", cuda_unusable_reason(0))
 EOF2
 
+[ -n "${SETUP_ONLY:-}" ] && exit 0   # unpacked in /tmp/ortsite: later commands on this warm machine reuse it
+
 say "pytest: the GPU tests of app/runtime.py (CUDA session, CUDA-graph replay vs CPU)"
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_runtime.py -m gpu -o addopts="" >>"$LOG" 2>&1 \
     || say "GPU tests failed (rc $?)"
 
 say "app.bench: torch eager vs ORT fp32/fp16 on CUDA, plain and as CUDA graph (lite, paper; random weights)"
 timeout 300 python3 -m app.bench --presets lite paper --variants fp32 fp16 --providers cuda cpu --cuda-graph \
-    --torch-device cuda --runs 300 --warmup 30 >>"$LOG" 2>&1 || say "app.bench failed or timed out (rc $?)"
+    --torch-device cuda --runs 300 --warmup 30 --keep /tmp/keep >>"$LOG" 2>&1 || say "app.bench failed or timed out (rc $?)"
+
+say "node placement of the paper export (a node outside CUDA rules out the CUDA graph; session 7 found Atan)"
+python3 - 2>&1 <<'EOF2' | grep -E "placed on|All nodes" -A 3 | head -20 >>"$LOG"
+import glob, onnxruntime as ort
+ort.preload_dlls()
+o = ort.SessionOptions(); o.log_severity_level = 0; o.log_verbosity_level = 1
+o.add_free_dimension_override_by_name("batch", 1)
+ort.InferenceSession(sorted(glob.glob("/tmp/keep/*paper*fp32*.onnx"))[0], o, providers=["CUDAExecutionProvider"])
+EOF2
 
 say "model.bench: torch CUDA graphs (checks the two capture fixes: normalize_rgb constants, parent_index buffer)"
 timeout 150 python3 -m model.bench --device cuda --presets lite paper --dtype fp32 fp16 --batch 1 \

