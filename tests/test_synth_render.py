@@ -254,6 +254,33 @@ def test_color_sensor_noise_exposure_and_vignetting_follow_the_model():
 
 
 # ------------------------------------------------------------------------------------------ scenes, labels
+def test_person_attributes_equal_normals_and_albedo_computed_apart(engine):
+    """SceneMesh's compiled per-vertex people attributes = model.geometry.vertex_normals over the people's faces
+    and appearance.albedo_of in each vertex's material (the last of its faces'), bit for bit."""
+    from model.geometry import vertex_normals
+    from training.synth.appearance import albedo_of
+    for i in range(3):
+        rng = sample_rng(31, i)
+        scene = engine.sample_scene(rng)
+        posed = engine.pose([scene])[0]
+        cams = engine.cameras(scene.depth_mode, scene.color_resolution)
+        soup = engine.soup(scene, posed, (np.zeros(3), cams.color_origin))
+        mesh = SceneMesh(soup)
+        smooth = soup.face_person >= 0
+        pf = np.asarray(soup.faces)[smooth]
+        want = np.zeros((len(soup.vertices), 6), np.float32)
+        used = np.zeros(len(soup.vertices), bool)
+        used[pf.ravel()] = True
+        want[used, :3] = vertex_normals(soup.vertices, pf)[used]
+        vmat = np.full(len(soup.vertices), -1, np.int64)
+        for corner in range(3):
+            vmat[pf[:, corner]] = soup.face_material[smooth]
+        sel = np.flatnonzero(vmat >= 0)
+        want[sel, 3:] = albedo_of(mesh.mat_table, mesh.mat_waves, vmat[sel], soup.texcoords[sel])
+        assert used.any() and not used.all()  # people and a room
+        np.testing.assert_array_equal(mesh.person_attr, want)
+
+
 def test_scene_sampler_respects_its_ranges(engine):
     cfg = engine.config.scene
     for i in range(40):

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from training.synth.rand import Choices
+
 __all__ = [
     "Material", "PATTERNS", "REGION_NAMES", "SKIN", "HAIR", "TOP", "BOTTOM", "SHOES", "BodyRegions",
     "BodyAppearance", "body_regions", "sample_body_appearance", "sample_surface_material", "srgb_to_linear",
@@ -47,10 +49,18 @@ _SKIN_TONES = np.array([[255, 224, 196], [241, 194, 160], [224, 172, 125], [198,
 _HAIR_COLORS = np.array([[20, 16, 14], [45, 30, 22], [85, 55, 35], [130, 90, 55], [190, 150, 95],
                          [150, 60, 30], [160, 160, 160], [230, 220, 200]], dtype=np.float64)
 _HAIR_P = np.array([0.3, 0.25, 0.15, 0.08, 0.08, 0.04, 0.07, 0.03])
+_HAIR_COLOR_PICK = Choices(range(len(_HAIR_COLORS)), _HAIR_P)
 # Common garment colours (sRGB): black, greys, white, navy, denim, khaki, olive, burgundy, brown.
 _GARMENT_COLORS = np.array([[22, 22, 24], [70, 70, 74], [140, 140, 140], [225, 225, 220], [30, 40, 80],
                             [60, 85, 130], [190, 170, 130], [85, 90, 50], [110, 25, 40], [100, 70, 45]],
                            dtype=np.float64)
+_SHOE_COLOR_PICK = Choices([0, 1, 2, 3, 9])   # rows of _GARMENT_COLORS: black, greys, white, brown
+_GARMENT_PATTERN_PICK = Choices(["stripes", "checker", "noise"], [0.45, 0.25, 0.3])
+_SLEEVE_END_PICK = Choices([0.12, 0.45, 1.0, 1.9], [0.15, 0.4, 0.1, 0.35])     # along the arm
+_TROUSER_END_PICK = Choices([0.35, 0.6, 1.1, 1.9], [0.15, 0.1, 0.1, 0.65])   # along the leg
+_HAIR_STYLE_PICK = Choices(["bald", "short", "long"], [0.1, 0.6, 0.3])
+_TORSO_JOINT = np.zeros(256, bool)   # (by joint index) joints whose vertices may fall to the bottom garment below the waist
+_TORSO_JOINT[[_PELVIS, _SPINE1, _SPINE2, _SPINE3, _L_COLLAR, _R_COLLAR, _NECK]] = True
 
 
 def srgb_to_linear(srgb: np.ndarray) -> np.ndarray:
@@ -221,7 +231,7 @@ def _garment_material(rng: np.random.Generator, pattern_p: float) -> Material:
     c1 = _rand_srgb_color(rng)
     pattern = "solid"
     if rng.random() < pattern_p:
-        pattern = str(rng.choice(["stripes", "checker", "noise"], p=[0.45, 0.25, 0.3]))
+        pattern = _GARMENT_PATTERN_PICK.draw(rng)
     c2 = _rand_srgb_color(rng) if rng.random() < 0.7 else np.clip(c1 * rng.uniform(0.3, 0.7), 0, 1)
     axis = np.array([0.0, 1.0, 0.0]) if rng.random() < 0.7 else rng.normal(size=3)
     axis = axis / np.linalg.norm(axis)
@@ -244,24 +254,24 @@ def sample_body_appearance(rng: np.random.Generator, regions: BodyRegions, patte
                         waves=tuple((float(a), float(b), float(c), float(d))
                                     for a, b, c, d in np.c_[rng.normal(size=(3, 3)) * 15, rng.uniform(0, 6.3, 3)]),
                         ir_reflectance=float(rng.uniform(0.45, 0.65)))
-    hair_srgb = _HAIR_COLORS[rng.choice(len(_HAIR_COLORS), p=_HAIR_P)] / 255.0
+    hair_srgb = _HAIR_COLORS[_HAIR_COLOR_PICK.draw(rng)] / 255.0
     hair = srgb_to_linear(np.clip(hair_srgb * rng.uniform(0.85, 1.15), 0, 1))
     hair_mat = Material(color=tuple(hair), color2=tuple(hair * 0.6), pattern="stripes", scale_m=0.008,
                         axis=(1.0, 0.0, 0.0), ir_reflectance=float(rng.uniform(0.05, 0.35)))
     top_mat = _garment_material(rng, pattern_p)
     bottom_mat = _garment_material(rng, pattern_p * 0.6)
-    shoe_srgb = _GARMENT_COLORS[rng.choice([0, 1, 2, 3, 9])] / 255.0
+    shoe_srgb = _GARMENT_COLORS[_SHOE_COLOR_PICK.draw(rng)] / 255.0
     shoes_mat = Material(color=tuple(srgb_to_linear(shoe_srgb)), ir_reflectance=float(rng.uniform(0.1, 0.6)))
 
     # --- region boundaries
-    sleeve_end = float(rng.choice([0.12, 0.45, 1.0, 1.9], p=[0.15, 0.4, 0.1, 0.35]))   # along the arm
-    trouser_end = float(rng.choice([0.35, 0.6, 1.1, 1.9], p=[0.15, 0.1, 0.1, 0.65]))   # along the leg
+    sleeve_end = _SLEEVE_END_PICK.draw(rng)
+    trouser_end = _TROUSER_END_PICK.draw(rng)
     waist_k = float(rng.uniform(0.2, 0.9))            # waist between pelvis (0) and spine1 (1) joints
-    hair_style = str(rng.choice(["bald", "short", "long"], p=[0.1, 0.6, 0.3]))
+    hair_style = _HAIR_STYLE_PICK.draw(rng)
     v, j, joint = regions.rest_vertices, regions.rest_joints, regions.joint
 
     region = np.full(len(v), TOP, dtype=np.int8)       # torso, collars, upper neck default to the top
-    torso = np.isin(joint, [_PELVIS, _SPINE1, _SPINE2, _SPINE3, _L_COLLAR, _R_COLLAR, _NECK])
+    torso = _TORSO_JOINT[joint]
     waist_y = j[_PELVIS, 1] + waist_k * (j[_SPINE1, 1] - j[_PELVIS, 1])
     region[torso & (v[:, 1] < waist_y)] = BOTTOM
     region[(joint == _NECK) & (v[:, 1] > j[_NECK, 1] - 0.01)] = SKIN
@@ -297,12 +307,14 @@ _SURFACE_KINDS = {
 }
 
 
+_SURFACE_PATTERN_PICKS = {kind: Choices(patterns, weights) for kind, (patterns, weights) in _SURFACE_KINDS.items()}
+
+
 def sample_surface_material(rng: np.random.Generator, kind: str) -> Material:
     """Random material for a 'floor', 'wall' or 'box' (texture coordinates: (u, v, 0) metres in the face plane)."""
     if kind not in _SURFACE_KINDS:
         raise ValueError(f"surface kind must be one of {sorted(_SURFACE_KINDS)}, got {kind!r}")
-    patterns, weights = _SURFACE_KINDS[kind]
-    pattern = str(rng.choice(patterns, p=weights))
+    pattern = _SURFACE_PATTERN_PICKS[kind].draw(rng)
     if kind == "wall" and rng.random() < 0.6:        # painted walls: light, low saturation
         c1 = srgb_to_linear(np.clip(rng.uniform(0.6, 0.95) + rng.normal(0, 0.04, 3), 0, 1))
     elif pattern == "planks":                          # wood

@@ -34,7 +34,7 @@ import numpy as np
 from calibration.intrinsics import CameraIntrinsics
 from calibration.rig import RgbdRig
 from model.geometry import vertex_normals
-from training.synth.appearance import albedo_of, linear_to_srgb, material_table
+from training.synth.appearance import linear_to_srgb, material_table
 from training.synth.depth_noise import normal_quantiles
 from training.synth.raycast import RayGrid, SoupView
 from training.synth.scene import Lighting, SensorPose, TriangleSoup
@@ -137,21 +137,14 @@ class SceneMesh:
         mats = soup.materials
         n_v = len(soup.vertices)
         # per-vertex (normal xyz, albedo rgb) of people; zeros elsewhere
+        self.texcoords = np.ascontiguousarray(soup.texcoords, dtype=np.float32)
+        self.mat_table, self.mat_waves = material_table(mats)
         self.person_attr = np.zeros((n_v, 6), np.float32)
         if self.smooth_face.any():
-            pf = self.faces[self.smooth_face]
-            used = np.zeros(n_v, bool)
-            used[pf.ravel()] = True
-            self.person_attr[used, :3] = vertex_normals(soup.vertices, pf)[used]
-        self.mat_table, self.mat_waves = material_table(mats)
-        if self.smooth_face.any():
-            vmat = np.full(n_v, -1, np.int64)
-            vmat[pf[:, 0]] = soup.face_material[self.smooth_face]
-            vmat[pf[:, 1]] = soup.face_material[self.smooth_face]
-            vmat[pf[:, 2]] = soup.face_material[self.smooth_face]
-            sel = np.flatnonzero(vmat >= 0)
-            self.person_attr[sel, 3:] = albedo_of(self.mat_table, self.mat_waves, vmat[sel], soup.texcoords[sel])
-        self.texcoords = np.ascontiguousarray(soup.texcoords, dtype=np.float32)
+            _kernels().person_attributes_kernel(
+                np.ascontiguousarray(soup.vertices, dtype=np.float64), self.faces,
+                np.ascontiguousarray(soup.face_person), np.ascontiguousarray(soup.face_material),
+                self.mat_table, self.mat_waves, self.texcoords, self.person_attr)
         self.mat_color = np.array([m.color for m in mats], np.float32).reshape(-1, 3)
         self.mat_solid = np.array([m.pattern == "solid" for m in mats], bool)
         self.face_ir = np.array([m.ir_reflectance for m in mats], np.float32)[soup.face_material] \

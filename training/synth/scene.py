@@ -19,6 +19,7 @@ caller (training/synth/sample.py) after posing them with the body model.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -30,6 +31,7 @@ from training.synth.appearance import (BodyAppearance, BodyRegions, Material, sa
                                        sample_surface_material)
 from training.synth.depth_noise import DEPTH_MODE_RANGE_M
 from training.synth.poses import MOTIONS, PoseSamplerConfig, sample_body_poses, scripted_motion
+from training.synth.rand import Choices
 
 __all__ = [
     "SceneConfig", "SensorPose", "Room", "Box", "PersonSpec", "Lighting", "Scene", "TriangleSoup",
@@ -241,10 +243,19 @@ class Scene:
 
 
 # ------------------------------------------------------------------------------------------ sampling
-def _choice(rng: np.random.Generator, pairs: Sequence[tuple[str, float]]) -> str:
-    names = [n for n, _ in pairs]
+@functools.lru_cache(maxsize=64)
+def _weighted(pairs: tuple[tuple[str, float], ...]) -> Choices[str]:
     w = np.array([w for _, w in pairs], dtype=np.float64)
-    return names[int(rng.choice(len(names), p=w / w.sum()))]
+    return Choices([n for n, _ in pairs], w / w.sum())
+
+
+def _choice(rng: np.random.Generator, pairs: Sequence[tuple[str, float]]) -> str:
+    """A name of (name, weight) pairs with probability weight / sum (the draw of rng.choice)."""
+    return _weighted(tuple((str(n), float(w)) for n, w in pairs)).draw(rng)
+
+
+_SIGN_PICK = Choices([-1.0, 1.0])
+_OCCLUDER_PICK = Choices(["box", "table", "cabinet"], [0.5, 0.3, 0.2])
 
 
 def sample_person(rng: np.random.Generator, config: SceneConfig, regions: BodyRegions, floor_xz: np.ndarray,
@@ -327,11 +338,11 @@ def _occluder(rng: np.random.Generator, target_xz: np.ndarray, lateral: np.ndarr
     # keep >= 0.45 m from the person and >= 0.5 m from the sensor
     along = float(np.clip(frac * dist, 0.5, max(0.5, dist - 0.45)))
     direction = target_xz / max(dist, 1e-9)
-    kind = str(rng.choice(["box", "table", "cabinet"], p=[0.5, 0.3, 0.2]))
+    kind = _OCCLUDER_PICK.draw(rng)
     material = sample_surface_material(rng, "box")
     yaw = math.atan2(direction[0], direction[1]) + rng.normal(0, 0.3)
     if kind == "cabinet":   # tall and narrow, off to one side: hides a side of the body
-        side = rng.choice([-1.0, 1.0]) * rng.uniform(0.15, 0.45)
+        side = _SIGN_PICK.draw(rng) * rng.uniform(0.15, 0.45)
         center = direction * along + lateral * side
         size = (rng.uniform(0.3, 0.6), rng.uniform(1.4, 2.1), rng.uniform(0.3, 0.6))
         return [_box(rng, center, size, yaw, material, "cabinet")]
@@ -358,7 +369,7 @@ def sample_scene(rng: np.random.Generator, config: SceneConfig, regions: BodyReg
     pitch = math.degrees(math.atan2(height - aim_y, dist)) + rng.normal(0.0, config.aim_noise_deg)
     roll = rng.normal(0.0, config.roll_std_deg)
     if rng.random() < config.out_of_frame_prob:
-        alpha = rng.choice([-1.0, 1.0]) * rng.uniform(0.85, 1.15) * half_h
+        alpha = _SIGN_PICK.draw(rng) * rng.uniform(0.85, 1.15) * half_h
     else:
         alpha = rng.uniform(-1.0, 1.0) * config.in_frame_fraction * half_h
     sensor = sensor_pose(height, pitch, roll, yaw_deg=0.0)
