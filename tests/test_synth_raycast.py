@@ -133,3 +133,32 @@ def test_single_rays_equal_the_grid_and_misses_are_reported():
     assert f1[-1] == -1 and np.isinf(t1[-1])
     empty = SoupView(np.zeros((0, 3)), np.zeros((0, 3), np.int64))
     assert np.all(empty.cast_grid(RayGrid(xy, np.ones(xs.shape, bool)))[1] == -1)
+
+
+def test_large_faces_behind_a_dense_occluder_give_the_same_hits_as_single_rays():
+    """People are cast before the room: the grid caster skips the blocks of rays that all hold a hit nearer
+    than a large face's plane. Single rays (no blocks) must give bit-identical hits, with large faces behind
+    the occluder, one in front of part of it (it must still win there) and one crossing behind the camera."""
+    rng = np.random.default_rng(4)
+    centres = rng.uniform([-0.5, -0.5, 1.8], [0.5, 0.5, 2.2], (6000, 3))
+    small = (centres[:, None, :] + rng.normal(0, 0.04, (6000, 3, 3))).reshape(-1, 3)
+    big = np.array([[-4, -3, 3.0], [4, -3, 3.0], [4, 3, 3.2], [-4, 3, 3.2],          # wall behind
+                    [-4, 0.8, -2], [4, 0.8, -2], [4, 0.8, 6], [-4, 0.8, 6],          # floor, behind the camera too
+                    [0.1, -0.1, 1.5], [0.6, -0.1, 1.5], [0.6, 0.4, 1.5], [0.1, 0.4, 1.5]], float)  # in front
+    v = np.vstack([small, big])
+    n = len(small)
+    f = np.vstack([np.arange(n).reshape(-1, 3),
+                   n + np.array([[0, 1, 2], [0, 2, 3], [4, 5, 6], [4, 6, 7], [8, 9, 10], [8, 10, 11]])])
+    ys, xs = np.mgrid[-0.4:0.4:181j, -0.45:0.45:203j]
+    xy = np.stack([xs, ys], -1).astype(np.float32)
+    valid = np.ones(xs.shape, bool)
+    view = SoupView(v, f)
+    t, face, bary = view.cast_grid(RayGrid(xy, valid))
+    t1, f1, b1 = view.cast_list(xy.reshape(-1, 2))
+    np.testing.assert_array_equal(face.ravel(), f1)
+    np.testing.assert_array_equal(t.ravel(), t1)
+    np.testing.assert_array_equal(bary.reshape(-1, 2), b1)
+    hit_ids = set(np.unique(face).tolist())
+    for quad in range(3):  # the wall, the floor and the front quad are each seen
+        assert {len(f) - 6 + 2 * quad, len(f) - 5 + 2 * quad} & hit_ids, quad
+    assert (face < len(f) - 6).mean() > 0.2  # the occluder covers a fifth of the rays
