@@ -574,9 +574,10 @@ class InferenceSession:
     CUDA without it and `skipped["CUDA graph"]` says why.
 
     Attributes: contract (ModelContract), provider (the provider that runs the graph), skipped
-    ({provider: reason}), input_size, warmup_ms (first warm-up run), io_binding (bool), cuda_graph (bool: replaying one), warm_start
-    (the graph takes an initial pose/shape/camera; `run`'s init_* arguments), init_mean ({input name:
-    (1, n) float32} the cold-start values fed when no init is given).
+    ({provider: reason}), input_size, warmup_ms (first warm-up run), io_binding (bool), cuda_graph
+    (bool: replaying a captured graph), warm_start (the graph takes an initial pose/shape/camera; `run`'s
+    init_* arguments), init_mean ({input name: (1, n) float32} the cold-start values fed when no init is
+    given).
     """
 
     def __init__(self, path: str | Path, *, expected: Optional[ExpectedInputs] = None,
@@ -630,12 +631,9 @@ class InferenceSession:
                 self.skipped[name] = "ONNX Runtime did not register it (ort_log_level=2 shows its reason)"
         self._check_io(where)
 
-        gpu_providers = (PROVIDERS["cuda"], PROVIDERS["tensorrt"])
-        self.device_type = "cuda" if self.provider in gpu_providers else "cpu"
         self.device_id = device_id
-        self.io_binding = self.device_type == "cuda" if io_binding is None else bool(io_binding)
-        self.cuda_graph = self.provider == PROVIDERS["cuda"] and self._provider_option("enable_cuda_graph") == "1"
-        self.io_binding = self.io_binding or self.cuda_graph
+        self._io_binding_wanted = io_binding
+        self._use_session()
         # fixed batch-1 host buffers, refilled in place every frame
         self._feeds = {
             "rgb": np.zeros((1, 3, S, S), np.uint8),
@@ -653,8 +651,9 @@ class InferenceSession:
                 raise
             self.skipped["CUDA graph"] = "capture failed: " + " ".join(str(e).split())[:300]
             self.session = self._create(opts, make_plan(False), where)
-            self.cuda_graph = False
-            self._setup_binding()
+            self._use_session()
+            if self.io_binding:
+                self._setup_binding()
             self.warmup_ms = self._warm_up(warmup_runs)
         reasons = "; ".join(f"{k.replace('ExecutionProvider', '')}: {v}" for k, v in self.skipped.items())
         detail = f"{self.cpu_threads} CPU threads" if self.provider == PROVIDERS["cpu"] else f"device {device_id}"
@@ -686,6 +685,14 @@ class InferenceSession:
                     providers = providers[1:]
                     continue
                 raise ModelFileError(f"{where}: ONNX Runtime cannot load it ({msg})") from None
+
+    def _use_session(self) -> None:
+        """provider, device_type, cuda_graph and io_binding of the session just created."""
+        self.provider = self.session.get_providers()[0]
+        self.device_type = "cuda" if self.provider in (PROVIDERS["cuda"], PROVIDERS["tensorrt"]) else "cpu"
+        self.cuda_graph = self.provider == PROVIDERS["cuda"] and self._provider_option("enable_cuda_graph") == "1"
+        wanted = self._io_binding_wanted
+        self.io_binding = (self.device_type == "cuda" if wanted is None else bool(wanted)) or self.cuda_graph
 
     def _provider_option(self, key: str) -> Optional[str]:
         """The running provider's option `key` as ORT reports it (None where it has no such option)."""
