@@ -130,3 +130,11 @@ def test_cli_make_with_a_yaml_config(toy, tmp_path, capsys):
     cfg.write_text("scene:\n  ocluder_prob: 0.2\n")
     assert main(["make", "--n", "1", "--out", str(tmp_path / "bad"), "--config", str(cfg), "--body", str(toy)]) == 2
     assert "did you mean 'occluder_prob'" in capsys.readouterr().err
+
+
+def test_parallel_speedup_probe_reports_a_plausible_ratio():
+    """The benchmark's CPU check: one process ~1x its own work, two busy processes between a time-sliced
+    single core (~1x) and two independent cores (~2x)."""
+    from training.synth.shards import parallel_speedup
+    assert 0.6 < parallel_speedup(1, n=400_000) < 1.5
+    assert 0.6 < parallel_speedup(2, n=400_000) < 2.6

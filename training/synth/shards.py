@@ -379,6 +379,29 @@ def write_contact_sheet(out: str | Path, body_path: str | Path, config: SynthCon
     return out
 
 
+def _busy_seconds(n: int) -> float:
+    """Wall seconds of a pure-Python loop of n additions (the probe of `parallel_speedup`)."""
+    import time
+    t0 = time.perf_counter()
+    x = 0
+    for i in range(n):
+        x += i
+    return time.perf_counter() - t0
+
+
+def parallel_speedup(workers: int, n: int = 3_000_000) -> float:
+    """How many times one process's work `workers` busy processes get done together on this machine: the
+    same loop timed alone, then in `workers` spawned processes at once (the slowest one). `workers` on as
+    many independent cores gives ~workers; cores that are SMT siblings or shared with the host give less,
+    and the synthetic benchmark's 2-worker rate scales with it."""
+    alone = min(_busy_seconds(n) for _ in range(2))
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers) as pool:
+        pool.map(_busy_seconds, [n // 10] * workers)   # processes started and warm
+        together = max(pool.map(_busy_seconds, [n] * workers))
+    return workers * alone / together
+
+
 def benchmark(body_path: str | Path, config: SynthConfig = SynthConfig(), n: int = 160, workers: int = 2,
               seed: int = 0, out: Any = None) -> dict:
     """Measure labelled samples/s: (1) one process, warm, per-stage split; (2) `make_shards` with
@@ -428,5 +451,9 @@ def benchmark(body_path: str | Path, config: SynthConfig = SynthConfig(), n: int
     print(f"  make_shards, {workers} worker(s): {end_to_end:.1f} samples/s end to end ({n} samples incl. worker "
           f"start-up and shard writing), {steady:.1f} samples/s from the first to the last chunk (then "
           f"{tail_s:.1f} s for the last shard and the manifest)", file=out)
+    if workers > 1:
+        speedup = result["parallel_speedup"] = parallel_speedup(workers)
+        print(f"  CPU check: {workers} busy processes together did {speedup:.2f}x the work of one "
+              f"({workers:.2f}x on independent cores; the {workers}-worker rate above scales with it)", file=out)
     print("  goal: >= 40 labelled samples/s at 224^2 on 2 cores", file=out)
     return result
