@@ -392,8 +392,8 @@ def _busy_seconds(n: int) -> float:
 def parallel_speedup(workers: int, n: int = 3_000_000) -> float:
     """How many times one process's work `workers` busy processes get done together on this machine: the
     same loop timed alone, then in `workers` spawned processes at once (the slowest one). `workers` on as
-    many independent cores gives ~workers; cores that are SMT siblings or shared with the host give less,
-    and the synthetic benchmark's 2-worker rate scales with it."""
+    many independent cores gives ~workers; cores that are SMT siblings or shared with the host give less
+    (a one-second probe: contention that changes within a minute shows in the rate, not always here)."""
     alone = min(_busy_seconds(n) for _ in range(2))
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers) as pool:
@@ -454,6 +454,6 @@ def benchmark(body_path: str | Path, config: SynthConfig = SynthConfig(), n: int
     if workers > 1:
         speedup = result["parallel_speedup"] = parallel_speedup(workers)
         print(f"  CPU check: {workers} busy processes together did {speedup:.2f}x the work of one "
-              f"({workers:.2f}x on independent cores; the {workers}-worker rate above scales with it)", file=out)
+              f"({workers:.2f}x on independent cores; a 1-s probe, a hint for the rate above)", file=out)
     print("  goal: >= 40 labelled samples/s at 224^2 on 2 cores", file=out)
     return result
