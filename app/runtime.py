@@ -570,8 +570,9 @@ class InferenceSession:
     without evidence, which evaluation tools such as training/robustness.py score); the app leaves it
     off, so a frame with nothing to infer from is an error there. cuda_graph: on the CUDA provider,
     capture the graph once and replay it every frame (no kernel launches from the CPU; IO binding is
-    then always on); where ORT refuses it (a node outside the CUDA provider, say), the session runs
-    CUDA without it and `skipped["CUDA graph"]` says why.
+    then always on); where ORT refuses it (a node outside the CUDA provider, say) or a graph run fails
+    (capture or replay), the session runs CUDA without it from then on, that frame included, and
+    `skipped["CUDA graph"]` says why (logged once).
 
     Attributes: contract (ModelContract), provider (the provider that runs the graph), skipped
     ({provider: reason}), input_size, warmup_ms (first warm-up run), io_binding (bool), cuda_graph
@@ -644,17 +645,8 @@ class InferenceSession:
         }
         if self.io_binding:
             self._setup_binding()
-        try:
-            self.warmup_ms = self._warm_up(warmup_runs)
-        except Exception as e:  # the graph capture runs inside the first runs: without it, once more
-            if not self.cuda_graph:
-                raise
-            self.skipped["CUDA graph"] = "capture failed: " + " ".join(str(e).split())[:300]
-            self.session = self._create(opts, make_plan(False), where)
-            self._use_session()
-            if self.io_binding:
-                self._setup_binding()
-            self.warmup_ms = self._warm_up(warmup_runs)
+        self._without_graph_session = lambda: self._create(opts, make_plan(False), where)
+        self.warmup_ms = self._warm_up(warmup_runs)   # (a CUDA graph is captured in these runs)
         reasons = "; ".join(f"{k.replace('ExecutionProvider', '')}: {v}" for k, v in self.skipped.items())
         detail = f"{self.cpu_threads} CPU threads" if self.provider == PROVIDERS["cpu"] else f"device {device_id}"
         log.info("%s (%s %s, %dpx): running on %s (%s%s), warm-up %.0f ms; skipped %s", self.path.name,
@@ -808,19 +800,41 @@ class InferenceSession:
             for n, v in init_b.items():
                 f[n][...] = v
             if self.io_binding:
-                for n, v in self._dev_inputs.items():
-                    v.update_inplace(f[n])
-                self.session.run_with_iobinding(self._binding)
-                # a device OrtValue's numpy() copies to the host; a CPU one is a view of the bound buffer
-                if self.device_type == "cpu":
-                    return {n: v.numpy().copy() for n, v in self._dev_outputs.items()}
-                return {n: v.numpy() for n, v in self._dev_outputs.items()}
+                try:
+                    return self._run_bound(f)
+                except Exception as e:  # ORT raises its own pybind exception types
+                    if not self.cuda_graph:
+                        raise
+                    self._drop_graph(e)   # capture or replay failed: plain CUDA from here on, this frame too
+                if self.io_binding:
+                    return self._run_bound(f)
             return dict(zip(self._outputs, self.session.run(None, f)))
         if depth_b.dtype == np.uint16:
             depth_b = depth_b.astype(np.float32) * np.float32(0.001)
         feeds = {"rgb": np.ascontiguousarray(rgb_b), "depth": np.ascontiguousarray(depth_b, dtype=np.float32),
                  "ref_depth": ref_b, "stream_mask": mask_b, **init_b}
         return dict(zip(self._outputs, self.session.run(None, feeds)))
+
+    def _run_bound(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One batch-1 run through the IO binding (the fixed buffers `feeds` copied to the bound inputs)."""
+        for n, v in self._dev_inputs.items():
+            v.update_inplace(feeds[n])
+        self.session.run_with_iobinding(self._binding)
+        # a device OrtValue's numpy() copies to the host; a CPU one is a view of the bound buffer
+        if self.device_type == "cpu":
+            return {n: v.numpy().copy() for n, v in self._dev_outputs.items()}
+        return {n: v.numpy() for n, v in self._dev_outputs.items()}
+
+    def _drop_graph(self, error: BaseException) -> None:
+        """A CUDA-graph run failed (capture in the warm-up, or a replay): recreate the session without the
+        graph, say why once (log warning, `skipped["CUDA graph"]`), and continue with it."""
+        why = "run failed: " + " ".join(str(error).split())[:300]
+        self.skipped["CUDA graph"] = why
+        log.warning("%s: CUDA graph turned off (%s); running without it", self.path.name, why)
+        self.session = self._without_graph_session()
+        self._use_session()
+        if self.io_binding:
+            self._setup_binding()
 
     @staticmethod
     def _rgb_batch(rgb: np.ndarray, S: int) -> np.ndarray:

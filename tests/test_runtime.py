@@ -184,6 +184,31 @@ def test_app_asks_for_the_cuda_graph_unless_told_not_to(model_path, monkeypatch,
     assert made["cuda_graph"] is want and sess.provider == "CPUExecutionProvider"
 
 
+def test_a_failing_graph_run_falls_back_to_the_plain_session_for_that_frame_too(model_path, sess, frames, caplog):
+    """A CUDA-graph replay that raises (e.g. on another thread) costs no frame: the session is recreated
+    without the graph, the same frame is answered, and the reason is logged once and kept in `skipped`."""
+    s = InferenceSession(model_path, providers=("cpu",), cpu_threads=1, io_binding=True, warmup_runs=1)
+    real = s.session
+
+    class FailingReplay:  # the graph session's run_with_iobinding fails; everything else is ORT's
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def run_with_iobinding(self, binding):
+            raise RuntimeError("CUDA failure 700: an illegal memory access was encountered; cudaGraphLaunch")
+
+    s.session, s.cuda_graph = FailingReplay(), True   # what a replaying CUDA session looks like from here
+    with caplog.at_level(logging.WARNING, logger="app.runtime"):
+        got = s.run(hwc(frames, 1), frames.depth[1, 0], frames.ref_depth[1])
+        again = s.run(hwc(frames, 2), frames.depth[2, 0], frames.ref_depth[2])
+    want = sess.run(hwc(frames, 1), frames.depth[1, 0], frames.ref_depth[1])
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], atol=1e-6, err_msg=k)
+    assert not s.cuda_graph and not isinstance(s.session, FailingReplay) and again["vertices"].shape[0] == 1
+    assert "cudaGraphLaunch" in s.skipped["CUDA graph"]
+    assert sum("CUDA graph turned off" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_cpu_session_uses_the_given_threads_without_spinning(sess):
     opts = sess.session.get_session_options()
     assert opts.intra_op_num_threads == 1
@@ -393,6 +418,22 @@ def test_cuda_graph_replays_new_frames_like_cpu(model_path, sess, frames):
             np.testing.assert_allclose(a[k], b[k], atol=2e-3, err_msg=f"frame {i} {k}")  # cuDNN's TF32
     with pytest.raises(ValueError, match="batch-1 CUDA graph"):
         gpu.run(frames.rgb[:2], frames.depth[:2], frames.ref_depth[:2])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU_USABLE, reason="no usable CUDA GPU")
+def test_cuda_graph_captured_on_one_thread_replays_on_another(model_path, sess, frames):
+    """The app creates (and so captures) the session on the main thread and runs it on its inference thread."""
+    import threading
+    gpu = InferenceSession(model_path, providers=("cuda", "cpu"), warmup_runs=3, cuda_graph=True)
+    assert gpu.cuda_graph, gpu.skipped.get("CUDA graph")
+    got: dict = {}
+    worker = threading.Thread(target=lambda: got.update(gpu.run(hwc(frames, 2), frames.depth[2, 0], frames.ref_depth[2])))
+    worker.start()
+    worker.join(60)
+    want = sess.run(hwc(frames, 2), frames.depth[2, 0], frames.ref_depth[2])
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], atol=2e-3, err_msg=k)
 
 
 @pytest.mark.gpu
