@@ -4,8 +4,9 @@
 # Run on an H100 in session 7 (2026-11-26): results in docs/gpu.md. SETUP_ONLY=1 stops after unpacking.
 #
 # Why chunks: onnxruntime-gpu 1.31.1's wheel is 255 MB (its CUDA provider library alone 284 MB unpacked),
-# the device tool carries 64 MiB per call (working tree included), and ignored files already on a warm
-# machine stay there between calls. So, here (repo root), once: unpack the wheel, drop
+# the device tool carries 64 MiB per call (working tree included) and a carried path does not outlast its
+# call (files outside the checkout, in /tmp, do while the machine stays warm). So, here (repo root), once:
+# unpack the wheel, drop
 # libonnxruntime_providers_tensorrt.so (the image has no TensorRT libraries to load it), repack with
 # `tar cf - . | xz -9e` (202 MB: 4 calls instead of 6), and split it in four:
 #     echo /.device/ >> .git/info/exclude
