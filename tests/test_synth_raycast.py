@@ -136,9 +136,9 @@ def test_single_rays_equal_the_grid_and_misses_are_reported():
 
 
 def test_large_faces_behind_a_dense_occluder_give_the_same_hits_as_single_rays():
-    """People are cast before the room: the grid caster skips the blocks of rays that all hold a hit nearer
-    than a large face's plane. Single rays (no blocks) must give bit-identical hits, with large faces behind
-    the occluder, one in front of part of it (it must still win there) and one crossing behind the camera."""
+    """The grid caster (large faces through ray tiles, small faces through cells) and single rays (neither)
+    give bit-identical first hits, with a dense occluder of small faces cast first, large faces behind it,
+    one in front of part of it (it must win there) and one crossing behind the camera."""
     rng = np.random.default_rng(4)
     centres = rng.uniform([-0.5, -0.5, 1.8], [0.5, 0.5, 2.2], (6000, 3))
     small = (centres[:, None, :] + rng.normal(0, 0.04, (6000, 3, 3))).reshape(-1, 3)

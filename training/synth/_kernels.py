@@ -138,37 +138,6 @@ def hit(c, x, y, t_best):
 
 
 @_inline
-def tile_hidden(c, bx0, bx1, by0, by1, t_out, r0, r1, q0, q1):
-    """True when no ray of the block rows r0:r1, columns q0:q1 (inside the box bx0..bx1, by0..by1 on the
-    z = 1 plane) can take a hit from the face with `coefficients` c: every one already holds a hit nearer
-    than the face's plane anywhere over the box. Along d = (x, y, 1) the plane is at t = s / d.n, d.n
-    linear in (x, y): where it keeps one sign over the box, t >= |s| / max |d.n| over the box's corners
-    (and a plane behind the camera gives no hit at all). Skipping such a block changes no result (`hit`
-    accepts t < the ray's t only; the margin covers rounding); it spares large background faces the
-    rays a nearer person or object already covers."""
-    d00 = c[0] * bx0 + c[1] * by0 + c[2]
-    d01 = c[0] * bx1 + c[1] * by0 + c[2]
-    d10 = c[0] * bx0 + c[1] * by1 + c[2]
-    d11 = c[0] * bx1 + c[1] * by1 + c[2]
-    s = c[9]
-    if d00 > 0.0 and d01 > 0.0 and d10 > 0.0 and d11 > 0.0:
-        dmax = max(max(d00, d01), max(d10, d11))
-    elif d00 < 0.0 and d01 < 0.0 and d10 < 0.0 and d11 < 0.0:
-        dmax = -min(min(d00, d01), min(d10, d11))
-        s = -s
-    else:
-        return False
-    if s <= 0.0:
-        return True   # the plane is behind the camera over the whole box: no ray here can hit it
-    t_min = s / dmax * (1.0 - 1e-9)
-    for i in range(r0, r1):
-        for j in range(q0, q1):
-            if not t_out[i, j] < t_min:
-                return False
-    return True
-
-
-@_inline
 def test_row(c, f, xy, valid, i, j0, j1, xlo, xhi, ylo, yhi, t_out, face_out, bary_out):
     """`hit` for the valid rays j0 <= j < j1 of row i inside the face's box; keeps the nearest."""
     for j in range(j0, j1):
@@ -339,12 +308,9 @@ def cast_grid_kernel(P, F, planes, xy, valid, row_lo, row_hi, col_lo, col_hi, ti
                         break
                 if outside:
                     continue
-                r0, r1 = max(i0, ti * T), min(i1, ti * T + T)
-                q0, q1 = max(j0, tj * T), min(j1, tj * T + T)
-                if tile_hidden(c, bx0, bx1, by0, by1, t_out, r0, r1, q0, q1):
-                    continue
-                for i in range(r0, r1):
-                    test_row(c, f, xy, valid, i, q0, q1, xlo, xhi, ylo, yhi, t_out, face_out, bary_out)
+                for i in range(max(i0, ti * T), min(i1, ti * T + T)):
+                    test_row(c, f, xy, valid, i, max(j0, tj * T), min(j1, tj * T + T),
+                             xlo, xhi, ylo, yhi, t_out, face_out, bary_out)
 
 
 @_jit
