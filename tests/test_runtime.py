@@ -428,7 +428,8 @@ def test_cuda_graph_captured_on_one_thread_replays_on_another(model_path, sess, 
     gpu = InferenceSession(model_path, providers=("cuda", "cpu"), warmup_runs=3, cuda_graph=True)
     assert gpu.cuda_graph, gpu.skipped.get("CUDA graph")
     got: dict = {}
-    worker = threading.Thread(target=lambda: got.update(gpu.run(hwc(frames, 2), frames.depth[2, 0], frames.ref_depth[2])))
+    frame = (hwc(frames, 2), frames.depth[2, 0], frames.ref_depth[2])
+    worker = threading.Thread(target=lambda: got.update(gpu.run(*frame)))
     worker.start()
     worker.join(60)
     want = sess.run(hwc(frames, 2), frames.depth[2, 0], frames.ref_depth[2])

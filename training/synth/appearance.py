@@ -59,7 +59,8 @@ _GARMENT_PATTERN_PICK = Choices(["stripes", "checker", "noise"], [0.45, 0.25, 0.
 _SLEEVE_END_PICK = Choices([0.12, 0.45, 1.0, 1.9], [0.15, 0.4, 0.1, 0.35])     # along the arm
 _TROUSER_END_PICK = Choices([0.35, 0.6, 1.1, 1.9], [0.15, 0.1, 0.1, 0.65])   # along the leg
 _HAIR_STYLE_PICK = Choices(["bald", "short", "long"], [0.1, 0.6, 0.3])
-_TORSO_JOINT = np.zeros(256, bool)   # (by joint index) joints whose vertices may fall to the bottom garment below the waist
+# by joint index: the joints whose vertices fall to the bottom garment below the waist line
+_TORSO_JOINT = np.zeros(256, bool)
 _TORSO_JOINT[[_PELVIS, _SPINE1, _SPINE2, _SPINE3, _L_COLLAR, _R_COLLAR, _NECK]] = True
 
 
