@@ -526,41 +526,16 @@ def albedo_kernel(table, waves, material, p, out):
 
 
 @_jit
-def person_attributes_kernel(v, faces, face_person, face_material, table, waves, texcoords, out):
-    """SceneMesh's per-vertex (normal xyz, albedo rgb) of people, (V, 6) float32 `out` (zeros expected):
-    over the faces with face_person >= 0, in face order, area-weighted unit normals accumulated in float64
-    (model.geometry.vertex_normals restricted to those faces) on the vertices they use, and each such
-    vertex's albedo in the material of the last of its faces (corner 0 of every face, then corner 1, then
-    corner 2, as numpy's fancy assignment writes them) at its texture coordinates."""
-    V = v.shape[0]
-    acc = np.zeros((V, 3), np.float64)
-    used = np.zeros(V, np.bool_)
-    vmat = np.full(V, -1, np.int64)
-    for k in range(faces.shape[0]):
-        if face_person[k] < 0:
-            continue
-        a, b, c = faces[k, 0], faces[k, 1], faces[k, 2]
-        e1x, e1y, e1z = v[b, 0] - v[a, 0], v[b, 1] - v[a, 1], v[b, 2] - v[a, 2]
-        e2x, e2y, e2z = v[c, 0] - v[a, 0], v[c, 1] - v[a, 1], v[c, 2] - v[a, 2]
-        nx = e1y * e2z - e1z * e2y
-        ny = e1z * e2x - e1x * e2z
-        nz = e1x * e2y - e1y * e2x
-        for corner in range(3):
-            i = faces[k, corner]
-            acc[i, 0] += nx
-            acc[i, 1] += ny
-            acc[i, 2] += nz
-            used[i] = True
+def person_albedo_kernel(faces, face_person, face_material, table, waves, texcoords, out):
+    """SceneMesh's per-vertex albedo of people into out[:, 3:6] (float32): each vertex of a face with
+    face_person >= 0 in the material of the last of its faces (corner 0 of every face, then corner 1, then
+    corner 2, as numpy's fancy assignment writes them) at its texture coordinates; other rows untouched."""
+    vmat = np.full(out.shape[0], -1, np.int64)
     for corner in range(3):
         for k in range(faces.shape[0]):
             if face_person[k] >= 0:
                 vmat[faces[k, corner]] = face_material[k]
-    for i in range(V):
-        if used[i]:
-            n = np.sqrt(acc[i, 0] ** 2 + acc[i, 1] ** 2 + acc[i, 2] ** 2)
-            s = 1.0 / n if n > 0 else 1.0
-            for c in range(3):
-                out[i, c] = acc[i, c] * s
+    for i in range(out.shape[0]):
         if vmat[i] >= 0:
             r, g, b = material_albedo(table, waves, vmat[i], texcoords[i, 0], texcoords[i, 1], texcoords[i, 2])
             out[i, 3] = r

@@ -140,11 +140,11 @@ class SceneMesh:
         self.texcoords = np.ascontiguousarray(soup.texcoords, dtype=np.float32)
         self.mat_table, self.mat_waves = material_table(mats)
         self.person_attr = np.zeros((n_v, 6), np.float32)
-        if self.smooth_face.any():
-            _kernels().person_attributes_kernel(
-                np.ascontiguousarray(soup.vertices, dtype=np.float64), self.faces,
-                np.ascontiguousarray(soup.face_person), np.ascontiguousarray(soup.face_material),
-                self.mat_table, self.mat_waves, self.texcoords, self.person_attr)
+        if self.smooth_face.any():   # (vertices of no person face keep zero normals)
+            self.person_attr[:, :3] = vertex_normals(soup.vertices, self.faces[self.smooth_face])
+            _kernels().person_albedo_kernel(self.faces, np.ascontiguousarray(soup.face_person),
+                                            np.ascontiguousarray(soup.face_material), self.mat_table,
+                                            self.mat_waves, self.texcoords, self.person_attr)
         self.mat_color = np.array([m.color for m in mats], np.float32).reshape(-1, 3)
         self.mat_solid = np.array([m.pattern == "solid" for m in mats], bool)
         self.face_ir = np.array([m.ir_reflectance for m in mats], np.float32)[soup.face_material] \
