@@ -255,7 +255,7 @@ def test_color_sensor_noise_exposure_and_vignetting_follow_the_model():
 
 # ------------------------------------------------------------------------------------------ scenes, labels
 def test_person_attributes_equal_normals_and_albedo_computed_apart(engine):
-    """SceneMesh's compiled per-vertex people attributes = model.geometry.vertex_normals over the people's faces
+    """SceneMesh's per-vertex people attributes = model.geometry.vertex_normals over the people's faces
     and appearance.albedo_of in each vertex's material (the last of its faces'), bit for bit."""
     from model.geometry import vertex_normals
     from training.synth.appearance import albedo_of
