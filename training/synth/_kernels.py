@@ -466,17 +466,37 @@ def shade(face, bary, xy, R, faces, face_kind, face_material, mat_color, mat_tab
             dz = R[2, 0] * x + R[2, 1] * y + R[2, 2]
             if nx * dx + ny * dy + nz * dz > 0:
                 nx, ny, nz = -nx, -ny, -nz
-            for k in range(3):
-                irradiance[i, j, k] = ambient[k]
+            e0, e1, e2 = ambient[0], ambient[1], ambient[2]     # (float32 sums in registers)
             for li in range(light_dirs.shape[0]):
                 cos = nx * light_dirs[li, 0] + ny * light_dirs[li, 1] + nz * light_dirs[li, 2]
                 if cos > 0:
-                    for k in range(3):
-                        irradiance[i, j, k] += cos * light_colors[li, k]
+                    e0 += cos * light_colors[li, 0]
+                    e1 += cos * light_colors[li, 1]
+                    e2 += cos * light_colors[li, 2]
+            irradiance[i, j, 0] = e0
+            irradiance[i, j, 1] = e1
+            irradiance[i, j, 2] = e2
 
 
 # ------------------------------------------------------------------------------------------ albedo
 # (training.synth.appearance.albedo_of documents the patterns; table rows: appearance.material_table)
+WAVE_TABLE_STEPS = 4096   # sine samples per period for the patterns' waves
+_WAVE_TABLE = np.sin(np.arange(WAVE_TABLE_STEPS + 1) * (2.0 * math.pi / WAVE_TABLE_STEPS))
+_WAVE_SCALE = WAVE_TABLE_STEPS / (2.0 * math.pi)
+
+
+@_inline
+def wave(x):
+    """sin(x) for the patterns' waves: linear interpolation in a table of WAVE_TABLE_STEPS samples per
+    period, within 3e-7 of math.sin (far below a colour code) at ~2 ns against libm's ~21 ns, and
+    vectorisable."""
+    t = x * _WAVE_SCALE
+    k = math.floor(t)
+    f = t - k
+    i = int(k) & (WAVE_TABLE_STEPS - 1)
+    return _WAVE_TABLE[i] + f * (_WAVE_TABLE[i + 1] - _WAVE_TABLE[i])
+
+
 @_inline
 def material_albedo(table, waves, row, px, py, pz):
     """(r, g, b) albedo of material `row` at texture coordinate (px, py, pz) metres."""
@@ -492,8 +512,8 @@ def material_albedo(table, waves, row, px, py, pz):
             k = 1.0 if t - math.floor(t) < 0.5 else 0.0
         else:
             plank = math.floor(t)
-            h = math.sin(plank * 12.9898 + 78.233) * 43758.547
-            f = (0.75 + 0.5 * (h - math.floor(h))) * (1.0 - 0.25 * (0.5 + 0.5 * math.sin(40.0 * t + 3.0 * plank)))
+            h = wave(plank * 12.9898 + 78.233) * 43758.547
+            f = (0.75 + 0.5 * (h - math.floor(h))) * (1.0 - 0.25 * (0.5 + 0.5 * wave(40.0 * t + 3.0 * plank)))
             if t - plank < 0.03:
                 return table[row, 5], table[row, 6], table[row, 7]
             return (min(max(table[row, 2] * f, 0.0), 1.0), min(max(table[row, 3] * f, 0.0), 1.0),
@@ -505,7 +525,7 @@ def material_albedo(table, waves, row, px, py, pz):
         start, count = int(table[row, 14]), int(table[row, 15])
         acc = 0.0
         for w in range(start, start + count):
-            acc += math.sin(waves[w, 0] * x + waves[w, 1] * y + waves[w, 2] * z + waves[w, 3])
+            acc += wave(waves[w, 0] * x + waves[w, 1] * y + waves[w, 2] * z + waves[w, 3])
         if count:
             k = min(max(acc / count * 0.5 * math.sqrt(count) + 0.5, 0.0), 1.0)
     elif code == 5:
