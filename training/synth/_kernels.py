@@ -46,6 +46,17 @@ def face_planes_kernel(P, F):
     out = np.empty((nf, 17), np.float64)
     px = np.empty(4, np.float64)
     py = np.empty(4, np.float64)
+    # each vertex in front of the near plane projected once (the values projected_polygon computes)
+    nv = P.shape[0]
+    vx = np.empty(nv, np.float64)
+    vy = np.empty(nv, np.float64)
+    front = np.empty(nv, np.bool_)
+    for p in range(nv):
+        pz = P[p, 2]
+        front[p] = pz >= NEAR_M
+        if front[p]:
+            vx[p] = P[p, 0] / pz
+            vy[p] = P[p, 1] / pz
     for f in range(nf):
         ia, ib, ic = F[f, 0], F[f, 1], F[f, 2]
         ax, ay, az = P[ia, 0], P[ia, 1], P[ia, 2]
@@ -64,11 +75,15 @@ def face_planes_kernel(P, F):
         out[f, 7] = az * e1x - ax * e1z
         out[f, 8] = ax * e1y - ay * e1x
         out[f, 9] = ax * nx + ay * ny + az * nz
-        k = projected_polygon(P, F, f, px, py)
-        xlo, xhi, ylo, yhi = np.inf, -np.inf, np.inf, -np.inf
-        for m in range(k):
-            xlo, xhi = min(xlo, px[m]), max(xhi, px[m])
-            ylo, yhi = min(ylo, py[m]), max(yhi, py[m])
+        if front[ia] and front[ib] and front[ic]:
+            xlo, xhi = min(vx[ia], vx[ib], vx[ic]), max(vx[ia], vx[ib], vx[ic])
+            ylo, yhi = min(vy[ia], vy[ib], vy[ic]), max(vy[ia], vy[ib], vy[ic])
+        else:
+            k = projected_polygon(P, F, f, px, py)
+            xlo, xhi, ylo, yhi = np.inf, -np.inf, np.inf, -np.inf
+            for m in range(k):
+                xlo, xhi = min(xlo, px[m]), max(xhi, px[m])
+                ylo, yhi = min(ylo, py[m]), max(yhi, py[m])
         out[f, 10] = xlo
         out[f, 11] = xhi
         out[f, 12] = ylo
