@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from model.geometry import rigid_transform
 from training.synth.appearance import (BodyAppearance, BodyRegions, Material, sample_body_appearance,
                                        sample_surface_material)
 from training.synth.depth_noise import DEPTH_MODE_RANGE_M
@@ -140,7 +141,7 @@ class SensorPose:
 
     def to_camera(self, points_world: np.ndarray) -> np.ndarray:
         """(..., 3) world metres -> (..., 3) depth-camera metres."""
-        return np.asarray(points_world, dtype=np.float64) @ self.R_cw.T + self.t_cw
+        return rigid_transform(points_world, self.R_cw, self.t_cw)
 
     def direction_to_camera(self, dirs_world: np.ndarray) -> np.ndarray:
         """(..., 3) world directions -> depth-camera directions."""
@@ -446,7 +447,7 @@ class TriangleSoup:
 
     def transformed(self, R: np.ndarray, t: np.ndarray) -> "TriangleSoup":
         """Same soup with vertices mapped by p -> R p + t (texture coordinates unchanged)."""
-        return dataclasses.replace(self, vertices=self.vertices @ np.asarray(R).T + np.asarray(t))
+        return dataclasses.replace(self, vertices=rigid_transform(self.vertices, R, t))
 
 
 def concat_soups(soups: Sequence[TriangleSoup]) -> TriangleSoup:
