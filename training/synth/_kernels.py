@@ -603,3 +603,61 @@ def encode_srgb_kernel(img, lut, bgr, out):
             s = img[i, c] * top + np.float32(0.5)
             s = min(max(s, np.float32(0.0)), top)
             out[i, n_c - 1 - c if bgr else c] = lut[int(s)]
+
+
+# ------------------------------------------------------------------------------------------ depth sensor
+@_inline
+def depth_sigma(distance_term, rho, cos, has_rho, has_cos, rho_ref, rho_min, floor_term, sigma_max):
+    """The random error's sigma (mm, float32) of `training.synth.depth_noise.noise_sigma_mm`:
+    min(floor_term + distance_term * sqrt(rho_ref / max(rho_eff, rho_min)), sigma_max) with rho_eff =
+    rho cos, rho or cos rho_ref (each product rounded once to float32, as numpy's ufuncs do; a product
+    of two float32 values is exact in float64); the distance term alone when neither is given."""
+    d = distance_term
+    if has_rho or has_cos:
+        if has_rho and has_cos:
+            eff = np.float32(rho * cos)
+        elif has_rho:
+            eff = np.float32(rho)
+        else:
+            eff = np.float32(cos * rho_ref)
+        d = d * np.sqrt(rho_ref / max(eff, rho_min))
+    return min(d + floor_term, sigma_max)
+
+
+@_jit
+def sigma_kernel(distance_term, rho, cos, has_rho, has_cos, rho_ref, rho_min, floor_term, sigma_max, out):
+    """`depth_sigma` over flat arrays: distance_term float32, rho and cos any float (read only when given)."""
+    for i in range(distance_term.shape[0]):
+        r = rho[i] if has_rho else 0.0
+        c = cos[i] if has_cos else 0.0
+        out[i] = depth_sigma(distance_term[i], r, c, has_rho, has_cos, rho_ref, rho_min, floor_term, sigma_max)
+
+
+@_jit
+def depth_error_kernel(z, uniform, quantiles, distance_lut, bias_lut, rho, has_rho, normals, has_normals, dx, dy,
+                       inv_ray, rho_ref, rho_min, floor_term, sigma_max, meas, cos):
+    """DepthNoiseModel's per-pixel random and systematic error on (H, W) float32 z (metres, 0 = no hit):
+    cos = min(|n . (dx, dy, 1)| inv_ray, 1) when normals are given (written to `cos`); N(0, 1) =
+    quantiles[uniform * 65536]; z in whole mm (capped at 65535) indexes the distance-term and bias
+    tables; meas = min(1000 z, 65535) + N(0, 1) sigma + bias (float32 mm). Each step rounds to float32
+    where the numpy formulation did, for float32 or float64 normals and reflectance."""
+    h, w = z.shape
+    n_q = quantiles.shape[0]
+    top = np.float32(distance_lut.shape[0] - 1)
+    scale = np.float32(n_q)
+    for i in range(h):
+        for j in range(w):
+            c = np.float32(0.0)
+            if has_normals:
+                c = np.float32(normals[i, j, 0] * dx[j])
+                c = np.float32(c + np.float32(normals[i, j, 1] * dy[i]))
+                c = np.float32(c + normals[i, j, 2])
+                c = min(abs(c) * inv_ray[i, j], np.float32(1.0))
+                cos[i, j] = c
+            q = quantiles[min(int(uniform[i, j] * scale), n_q - 1)]
+            m = min(z[i, j] * np.float32(1000.0), top)
+            k = int(m)
+            r = rho[i, j] if has_rho else 0.0
+            sigma = depth_sigma(distance_lut[k], r, c, has_rho, has_normals, rho_ref, rho_min, floor_term, sigma_max)
+            m = m + q * sigma
+            meas[i, j] = m + bias_lut[k]

@@ -189,25 +189,25 @@ def _distance_term_mm(z: np.ndarray, config: DepthNoiseConfig) -> np.ndarray:
 
 
 def _combine_sigma(distance_term: np.ndarray, config: DepthNoiseConfig, rho: np.ndarray | None,
-                   cos: np.ndarray | None, scratch: np.ndarray | None = None) -> np.ndarray:
+                   cos: np.ndarray | None) -> np.ndarray:
     """sigma (mm) = min(mode_scale * floor + distance_term * sqrt(rho_ref / rho_eff), sigma_max), computed
-    in place in `distance_term` (float32); rho_eff = max(rho * cos, 0.01) with rho = rho_ref and cos = 1
-    where not given. `scratch`: optional float32 buffer of the same shape for rho_eff."""
-    rho_ref = np.float32(config.reference_reflectance)
-    if rho is not None or cos is not None:
-        eff = np.empty(distance_term.shape, np.float32) if scratch is None else scratch
-        if rho is None:
-            np.multiply(cos, rho_ref, out=eff)
-        elif cos is None:
-            np.copyto(eff, rho, casting="unsafe")
-        else:
-            np.multiply(rho, cos, out=eff, casting="unsafe")
-        np.maximum(eff, np.float32(_RHO_EFF_MIN), out=eff)
-        np.divide(rho_ref, eff, out=eff)
-        np.sqrt(eff, out=eff)
-        distance_term *= eff
-    distance_term += np.float32(_MODES[config.depth_mode].sigma_scale * config.sigma_floor_mm)
-    return np.minimum(distance_term, np.float32(config.sigma_max_mm), out=distance_term)
+    in place in `distance_term` (a contiguous float32 array); rho_eff = max(rho * cos, 0.01) with rho =
+    rho_ref and cos = 1 where not given (rho, cos broadcast to its shape). The formula is
+    `_kernels.depth_sigma`, which the per-pixel model uses too."""
+    from training.synth import _kernels   # (numba; loaded on first use)
+
+    flat = distance_term.reshape(-1)
+    dummy = np.zeros(1, np.float32)
+    r = dummy if rho is None else np.ascontiguousarray(np.broadcast_to(rho, distance_term.shape)).reshape(-1)
+    c = dummy if cos is None else np.ascontiguousarray(np.broadcast_to(cos, distance_term.shape)).reshape(-1)
+    _kernels.sigma_kernel(flat, r, c, rho is not None, cos is not None, *_sigma_constants(config), flat)
+    return distance_term
+
+
+def _sigma_constants(config: DepthNoiseConfig) -> tuple[np.float32, np.float32, np.float32, np.float32]:
+    """(rho_ref, rho_eff floor, mode_scale * sigma_floor, sigma_max) as float32, for `_kernels.depth_sigma`."""
+    return (np.float32(config.reference_reflectance), np.float32(_RHO_EFF_MIN),
+            np.float32(_MODES[config.depth_mode].sigma_scale * config.sigma_floor_mm), np.float32(config.sigma_max_mm))
 
 
 def noise_sigma_mm(depth_m: Any, config: DepthNoiseConfig, reflectance: Any = None,
@@ -357,7 +357,7 @@ class DepthNoiseModel:
     """The Azure Kinect depth model as a reusable sensor: `model(depth_m, normals, reflectance, rng)`.
 
     Identical results to `apply_depth_noise` (which uses one of these per thread). The per-frame scratch
-    images (~38 bytes per pixel, 14 MB at 640x576) are allocated once, for the largest frame seen, and
+    images (22 bytes per pixel, 8 MB at 640x576) are allocated once, for the largest frame seen, and
     reused by every later frame or crop: on the CI's VMs touching fresh pages costs more than the
     arithmetic. Not thread-safe: one instance per thread.
     """
@@ -373,14 +373,12 @@ class DepthNoiseModel:
         """(H, W) views onto flat scratch buffers that only grow: crops of varying size reuse them."""
         n = shape[0] * shape[1]
         if n > self._capacity:
-            self._flat_f32 = [np.empty(n, np.float32) for _ in range(6)]
-            self._flat_idx = np.empty(n, np.intp)
+            self._flat_f32 = [np.empty(n, np.float32) for _ in range(5)]
             self._flat_bool = [np.empty(n, bool) for _ in range(2)]
             self._capacity = n
             self._ray_key = None
         view = lambda buf: buf[:n].reshape(shape)  # noqa: E731 - contiguous prefix, no copy
-        self._z, self._meas, self._a, self._b, self._c, self._cos = (view(buf) for buf in self._flat_f32)
-        self._idx = view(self._flat_idx)
+        self._z, self._meas, self._a, self._b, self._cos = (view(buf) for buf in self._flat_f32)
         self._valid, self._mask = (view(buf) for buf in self._flat_bool)
         self._shape = shape
 
@@ -406,7 +404,7 @@ class DepthNoiseModel:
                 raise ValueError(f"specular must be a bool mask of shape {shape}, "
                                  f"got {specular.dtype} {specular.shape}")
         self._workspace(shape)
-        meas, a, b, c, idx, valid, mask = self._meas, self._a, self._b, self._c, self._idx, self._valid, self._mask
+        meas, b, valid, mask = self._meas, self._b, self._valid, self._mask
 
         if z.max() == np.inf:  # no hit as inf -> 0, in our own buffer
             np.copyto(self._z, z)
@@ -415,26 +413,21 @@ class DepthNoiseModel:
             z = self._z
         np.greater(z, 0, out=valid)
         normals = None if normals_cam is None else _check_normals(normals_cam, shape, valid)
-        cos = None if normals is None else self._cos_incidence(normals, k)
 
-        # 1. random error: N(0, 1) by inverse-CDF lookup of 16-bit uniforms (65536 equal-probability
-        # quantiles, tails cut at +-4.3 sigma; ~2x faster than Generator.standard_normal here).
+        # 1-2. random error, N(0, 1) by inverse-CDF lookup of 16-bit uniforms (65536 equal-probability
+        # quantiles, tails cut at +-4.3 sigma; ~2x faster than Generator.standard_normal here), with sigma
+        # from the incidence angle, reflectance and per-millimetre tables of z; then the systematic error.
+        # One compiled pass (training.synth._kernels.depth_error_kernel); cos kept for the dropouts below.
+        from training.synth import _kernels
         rng.random(out=b, dtype=np.float32)
-        b *= np.float32(_LUT_SIZE)
-        np.copyto(idx, b, casting="unsafe")
-        np.take(normal_quantiles(), idx, out=b, mode="clip")
-        # sigma and bias depend on z through per-millimetre tables
         distance_lut, bias_lut = _depth_luts(cfg)
-        np.multiply(z, np.float32(1000.0), out=meas)
-        np.minimum(meas, np.float32(_LUT_SIZE - 1), out=meas)  # > 65.5 m is out of range anyway
-        np.copyto(idx, meas, casting="unsafe")                 # whole millimetres (truncated)
-        np.take(distance_lut, idx, out=a, mode="clip")
-        sigma = _combine_sigma(a, cfg, rho, cos, scratch=c)
-        b *= sigma
-        meas += b
-        # 2. systematic error
-        np.take(bias_lut, idx, out=a, mode="clip")
-        meas += a
+        none = np.zeros((1, 1, 3), np.float32)     # (placeholders for inputs not given)
+        dx, dy, inv_ray = self._rays(k) if normals is not None else (none[0, 0], none[0, 0], none[0])
+        cos = self._cos if normals is not None else None
+        _kernels.depth_error_kernel(z, b, normal_quantiles(), distance_lut, bias_lut,
+                                    none[..., 0] if rho is None else rho, rho is not None,
+                                    none if normals is None else normals, normals is not None,
+                                    dx, dy, inv_ray, *_sigma_constants(cfg), meas, self._cos)
 
         # 3. depth discontinuities: invalid or flying (mixed) pixels.
         edges = self._edges(z, cfg)
@@ -485,23 +478,18 @@ class DepthNoiseModel:
         meas *= valid
         return meas.astype(np.uint16)
 
-    def _cos_incidence(self, n: np.ndarray, k: tuple[float, float, float, float]) -> np.ndarray:
-        """|cos| between each pixel's viewing ray (from intrinsics k) and its unit normal, in self._cos."""
+    def _rays(self, k: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Viewing rays (dx (W,), dy (H,), 1) of the pixels for intrinsics k and 1 / their length (H, W),
+        float32 (cached for the last intrinsics and frame size)."""
         h, w = self._shape
         fx, fy, cx, cy = k
-        dx = ((np.arange(w, dtype=np.float32) - np.float32(cx)) / np.float32(fx))[None, :]
-        dy = ((np.arange(h, dtype=np.float32) - np.float32(cy)) / np.float32(fy))[:, None]
+        dx = (np.arange(w, dtype=np.float32) - np.float32(cx)) / np.float32(fx)
+        dy = (np.arange(h, dtype=np.float32) - np.float32(cy)) / np.float32(fy)
         if self._ray_key != (k, self._shape):
-            self._inv_ray = (1.0 / np.sqrt(dx * dx + dy * dy + np.float32(1.0))).astype(np.float32)
+            rx, ry = dx[None, :], dy[:, None]
+            self._inv_ray = (1.0 / np.sqrt(rx * rx + ry * ry + np.float32(1.0))).astype(np.float32)
             self._ray_key = (k, self._shape)
-        cos, a = self._cos, self._a
-        np.multiply(n[..., 0], dx, out=cos)
-        np.multiply(n[..., 1], dy, out=a)
-        cos += a
-        cos += n[..., 2]
-        np.abs(cos, out=cos)
-        cos *= self._inv_ray
-        return np.minimum(cos, np.float32(1.0), out=cos)
+        return dx, dy, self._inv_ray
 
     def _edges(self, z: np.ndarray, cfg: DepthNoiseConfig) -> np.ndarray:
         """Flat indices of hit pixels at a discontinuity: within edge_width_px of a pixel that is farther

@@ -259,7 +259,10 @@ class Grid:
         flat = table.reshape(H, W, -1)
         out = np.empty((len(ys), len(xs), flat.shape[2]), table.dtype)
         if table.dtype == bool:
-            _kernels().all_four(flat, iy, ix, out)
+            if flat[iy[0]:iy[-1] + 2, ix[0]:ix[-1] + 2].all():   # (the usual case: no invalid ray near)
+                out[...] = True
+            else:
+                _kernels().all_four(flat, iy, ix, out)
         else:
             if table.dtype != np.float32:
                 raise TypeError(f"Grid.take interpolates float32 tables, got {table.dtype}")
