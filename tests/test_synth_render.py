@@ -574,6 +574,50 @@ def test_crop_only_rendering_mostly_needs_one_depth_pass(engine, monkeypatch):
 
 
 
+def test_a_finer_pass_over_a_shrunken_crop_keeps_the_whole_person(body, monkeypatch):
+    """When occlusion or the image edge shrinks the crop below the first pass's stride, the finer pass
+    renders only the crop's window: the person's whole visible mask (a full-frame exact render) still
+    lies inside it, so the bbox label is the same to within the render stride."""
+    import training.synth.sample as sample_mod
+    windows = []
+    real = sample_mod.render_depth
+
+    def recording(mesh, cams, grid):
+        windows.append(grid.window)
+        return real(mesh, cams, grid)
+
+    monkeypatch.setattr(sample_mod, "render_depth", recording)
+    cfg = SynthConfig(out_size=64, scene=dataclasses.replace(FAST_SCENE, occluder_prob=0.9, out_of_frame_prob=0.5),
+                      depth_noise=False, color_noise=False, jpeg=False)
+    eng = SynthEngine(body, cfg)
+    shrunk = 0
+    for i in range(60):
+        scene = eng.sample_scene(sample_rng(31, i))
+        people = eng.pose([scene])[0]
+        windows.clear()
+        out = eng.render_frame(scene, people, sample_rng(32, i), crop_only=True)
+        if out is None or len(windows) < 2 or sample_mod._contains(windows[1], windows[0]):
+            continue
+        shrunk += 1
+        frame, box = out
+        full, _ = eng.render_frame(scene, people, sample_rng(32, i), crop_only=False)
+        rows, cols = np.flatnonzero(full.mask.any(axis=1)), np.flatnonzero(full.mask.any(axis=0))
+        x0, y0, x1, y1 = frame.depth_window
+        assert x0 <= cols[0] and cols[-1] < x1 and y0 <= rows[0] and rows[-1] < y1
+        np.testing.assert_allclose(frame.bbox, [cols[0] - 0.5, rows[0] - 0.5, cols[-1] + 0.5, rows[-1] + 0.5],
+                                   atol=frame.stride + 1)
+        if shrunk == 3:
+            break
+    assert shrunk >= 1
+    # a mask cut by a window side inside the image is seen (sides on the image's edge are not cuts)
+    mask = np.zeros((10, 12), bool)
+    mask[4, 0] = True
+    assert sample_mod._reaches_inner_edge(mask, (5, 5, 17, 15), 100, 100)
+    assert not sample_mod._reaches_inner_edge(mask, (0, 5, 12, 15), 100, 100)
+    mask[:] = False
+    mask[3:7, 2:9] = True
+    assert not sample_mod._reaches_inner_edge(mask, (5, 5, 17, 15), 100, 100)
+
 @pytest.mark.parametrize("mode", ["WFOV_2X2BINNED", "NFOV_UNBINNED"])
 def test_sampled_border_bounds_the_color_window_of_every_border_pixel(mode):
     """The color rectangle from every 8th border pixel (plus the ends of valid runs: the wide field of

@@ -328,6 +328,13 @@ def _outward_sign(vertices: np.ndarray, faces: np.ndarray) -> int:
     return 1 if volume > 0 else -1
 
 
+def _reaches_inner_edge(mask: np.ndarray, window: Window, width: int, height: int) -> bool:
+    """True if `mask` (the window's pixels) is set on a side of the window that is not the image's edge."""
+    x0, y0, x1, y1 = window
+    return bool((y0 > 0 and mask[0].any()) or (y1 < height and mask[-1].any())
+                or (x0 > 0 and mask[:, 0].any()) or (x1 < width and mask[:, -1].any()))
+
+
 def _contains(outer: Window, inner: Window) -> bool:
     return outer[0] <= inner[0] and outer[1] <= inner[1] and outer[2] >= inner[2] and outer[3] >= inner[3]
 
@@ -495,10 +502,14 @@ class SynthEngine:
             window = _window_of_box(estimate, W, H)
             stride = self._stride(estimate.side * (1 - j) / (1 + 3 * j) / 0.87)
             jitter = rng.uniform(-cfg.crop_jitter, cfg.crop_jitter, 3) if cfg.crop_jitter > 0 else np.zeros(3)
+            larger: Optional[Window] = None
             for attempt in range(4):
                 grid = Grid(window, stride)
                 dr = render_depth(mesh, cams, grid)
                 mask_w = grid.upsample_nearest(dr.obj == OBJ_TARGET)
+                if larger is not None and _reaches_inner_edge(mask_w, window, W, H):
+                    window, larger = larger, None    # the person reaches past the crop's window: the larger one
+                    continue
                 visible = int(np.count_nonzero(mask_w))
                 if visible < cfg.min_visible_px:
                     return None
@@ -511,7 +522,13 @@ class SynthEngine:
                 # grow with a margin (the strided mask's edges move by up to a block with the window);
                 # the last pass renders the whole image, which contains any crop
                 stride = min(stride, need_stride)
-                window = _union(window, _window_of_box(box, W, H, pad=2 + int(math.ceil(2 * stride))))
+                pad = 2 + int(math.ceil(2 * stride))
+                if attempt == 0 and _contains(window, need):
+                    # only the crop shrank (occlusion or the image edge hid part of the person): the finer
+                    # pass covers just the crop's window (checked above for a mask cut by its edge)
+                    window, larger = _window_of_box(box, W, H, pad=pad), window
+                    continue
+                window = _union(window, _window_of_box(box, W, H, pad=pad))
                 if attempt == 2:
                     window = (0, 0, W, H)
         else:
