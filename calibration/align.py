@@ -13,8 +13,8 @@ working range [1/max_depth, 1/min_depth] (least squares on Chebyshev nodes; degr
 leaves too many pixels on the exact path, then 4..6) and check its error on a
 denser set of depths; pixels whose fit is worse than `max_fit_error_px`, or that leave the color
 camera's calibrated field of view inside the range, are computed exactly every frame instead. Per
-frame that leaves: w from the depth image, one Horner pass over interleaved (u, v) coefficients,
-one `cv2.remap`, a few masks (all OpenCV calls, which use both cores).
+frame that leaves: w from the depth image and the Horner sum over interleaved (u, v) coefficients in one
+compiled pass (`calibration._align_kernels`, numba), one `cv2.remap`, a few masks.
 
 Frames and units: depth images are uint16 millimetres (0 = invalid), color images BGR(A) uint8,
 pixel (0, 0) is the centre of the top-left pixel.
@@ -107,7 +107,9 @@ class DepthPixelToColorMap:
             if exact.size <= 0.001 * n:
                 break
         self.degree = deg
-        self.coef = coef
+        self._coef_stack = np.stack(coef)                 # (deg + 1, Hd, Wd, 2) float32
+        self.coef = list(self._coef_stack)                # (views)
+        self._coef_stack.setflags(write=False)
         self.exact_index = exact
         self.fit_error_px = fit_error
         for arr in self.coef + [self.a_z]:
@@ -213,16 +215,12 @@ class DepthPixelToColorMap:
         cfg = self.config
         x0, y0, x1, y1 = (0, 0, self.shape[1], self.shape[0]) if window is None else window
         depth_mm = depth_mm[y0:y1, x0:x1]
-        coef = self.coef if window is None else [c[y0:y1, x0:x1] for c in self.coef]
-        depth_ok = cv2.inRange(depth_mm, cfg.min_depth_mm, cfg.max_depth_mm)
-        w = cv2.divide(1000.0, depth_mm, dtype=cv2.CV_32F)       # 1/m; depth 0 -> inf
-        w = cv2.min(w, float(self.w_hi))                          # keep invalid pixels finite
-        w2 = cv2.merge((w, w))
-        uv = cv2.multiply(coef[-1], w2)                           # Horner in w
-        cv2.add(uv, coef[-2], dst=uv)
-        for c in coef[-3::-1]:
-            cv2.multiply(uv, w2, dst=uv)
-            cv2.add(uv, c, dst=uv)
+        depth_mm = np.ascontiguousarray(depth_mm)
+        uv = np.empty(depth_mm.shape + (2,), np.float32)
+        depth_ok = np.empty(depth_mm.shape, np.uint8)
+        from calibration import _align_kernels   # (numba; loaded on first use)
+        _align_kernels.color_uv_kernel(depth_mm, self._coef_stack, y0, x0, cfg.min_depth_mm, cfg.max_depth_mm,
+                                       np.float32(self.w_hi), uv, depth_ok)
         idx = self.exact_index
         if idx.size and window is not None:
             row, col = np.divmod(idx, self.shape[1])
@@ -231,7 +229,10 @@ class DepthPixelToColorMap:
         else:
             local = idx
         if idx.size:
-            exact, ok = self.exact_uv(idx, w.reshape(-1)[local].astype(np.float64))
+            d = depth_mm.reshape(-1)[local].astype(np.float32)
+            with np.errstate(divide="ignore"):
+                w = np.minimum(np.float32(1000.0) / d, np.float32(self.w_hi))     # 1/m, as in the kernel
+            exact, ok = self.exact_uv(idx, w.astype(np.float64))
             uv.reshape(-1, 2)[local] = np.where(ok[:, None], exact, _OUTSIDE)
         return uv, depth_ok
 

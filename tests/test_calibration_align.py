@@ -138,6 +138,34 @@ def test_fast_path_equals_exact_and_naive():
 
 
 @pytest.mark.parametrize("mode", ["NFOV_UNBINNED", "WFOV_2X2BINNED"])
+def test_compiled_map_equals_the_per_array_horner_passes(mode):
+    """The map's one compiled pass gives bit for bit what OpenCV's per-array passes give: w = min(1000 /
+    depth, w_hi) in float32, Horner in float32 with every product and sum rounded, depth_ok = 255 inside
+    the working range; also on windows, zero and over-range depths."""
+    import cv2
+    rig = default_rig(mode, "720P")
+    m = ColorToDepthAligner(rig).map
+    hd, wd = m.shape
+    depth = np.random.default_rng(4).integers(0, 12000, (hd, wd)).astype(np.uint16)
+    depth[::7] = 0
+    depth[:, ::11] = 65535
+    for window in [None, (5, 3, wd - 40, hd - 1), (wd - 3, hd - 2, wd, hd)]:
+        x0, y0, x1, y1 = (0, 0, wd, hd) if window is None else window
+        d = depth[y0:y1, x0:x1]
+        w = cv2.min(cv2.divide(1000.0, d, dtype=cv2.CV_32F), float(m.w_hi))
+        w2 = cv2.merge((w, w))
+        ref = cv2.add(cv2.multiply(m.coef[-1][y0:y1, x0:x1], w2), m.coef[-2][y0:y1, x0:x1])
+        for c in m.coef[-3::-1]:
+            ref = cv2.add(cv2.multiply(ref, w2), c[y0:y1, x0:x1])
+        uv, ok = m.color_coordinates(depth, window)
+        fitted = np.ones(d.shape, bool)
+        rows, cols = np.divmod(m.exact_index, wd)
+        inside = (rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1)
+        fitted[rows[inside] - y0, cols[inside] - x0] = False           # (pixels on the exact path)
+        np.testing.assert_array_equal(uv[fitted], ref[fitted])
+        np.testing.assert_array_equal(ok, cv2.inRange(d, m.config.min_depth_mm, m.config.max_depth_mm))
+
+@pytest.mark.parametrize("mode", ["NFOV_UNBINNED", "WFOV_2X2BINNED"])
 def test_a_window_aligns_exactly_as_the_full_frame_there(mode):
     """Training crops align only their window: same pixels there (fast and exact-path pixels alike),
     black and invalid elsewhere; bad windows and occlusion checks are refused."""
