@@ -138,3 +138,17 @@ def test_parallel_speedup_probe_reports_a_plausible_ratio():
     from training.synth.shards import parallel_speedup
     assert 0.6 < parallel_speedup(1, n=400_000) < 1.5
     assert 0.6 < parallel_speedup(2, n=400_000) < 2.6
+
+
+def test_paired_comparison_of_a_checkout_with_itself_reads_about_one(tmp_path, capsys):
+    """`bench --against`: two warm engine processes take turns on the same chunks; the same code on both
+    sides gives a ratio near 1 (each chunk's CPU measured in its own process), and the report says so."""
+    from training.synth.paired import HERE, compare_checkouts
+    result = compare_checkouts(HERE, rounds=2, out_size=64)
+    assert result["rounds"] == 2 and result["chunk"] >= 1
+    assert result["this_ms"] > 0 and result["other_ms"] > 0
+    assert 0.5 < result["ratio_total"] < 2.0 and result["ratio_q25"] <= result["ratio_median"] <= result["ratio_q75"]
+    assert "this / other per chunk" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="not a FuseMesh checkout"):
+        compare_checkouts(tmp_path, rounds=1)
+    assert main(["bench", "--against", str(tmp_path)]) == 2       # the CLI turns it into a clear error

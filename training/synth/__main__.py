@@ -4,6 +4,7 @@
     python -m training.synth record --motion walk --seconds 10 --out clip.mkv [--fps 30]
     python -m training.synth sheet  --out docs/synth.png [--n 8]
     python -m training.synth bench  [--n 160] [--workers 2] [--size 224]
+    python -m training.synth bench --against OTHER_CHECKOUT [--rounds 24]
 
 Common options: --body PATH (SMPL-format body file; default assets/body/open_body_neutral.npz),
 --config FILE.yaml (SynthConfig overrides, strict: unknown keys are errors), --seed.
@@ -82,6 +83,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--n", type=int, default=160)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--size", type=int, default=None)
+    p.add_argument("--against", type=Path, default=None, metavar="CHECKOUT",
+                   help="instead: CPU per sample of this checkout and another FuseMesh checkout on the same "
+                        "samples, in turns chunk by chunk (default config and body of each; --size applies)")
+    p.add_argument("--rounds", type=int, default=24, help="chunks per checkout with --against")
 
     args = parser.parse_args(argv)
     try:
@@ -111,6 +116,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             path = write_contact_sheet(args.out, _body_path(args.body), _load_config(args.config, args.size),
                                        n=args.n, seed=args.seed, columns=args.columns)
             print(f"wrote {path}")
+        elif args.against is not None:
+            from training.synth.paired import compare_checkouts
+            compare_checkouts(args.against, rounds=args.rounds, out_size=args.size or 224, seed=args.seed)
         else:
             from training.synth.shards import benchmark
             benchmark(_body_path(args.body), _load_config(args.config, args.size), n=args.n,
