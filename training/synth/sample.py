@@ -528,7 +528,7 @@ class SynthEngine:
                     # pass covers just the crop's window (checked above for a mask cut by its edge)
                     window, larger = _window_of_box(box, W, H, pad=pad), window
                     continue
-                window = _union(window, _window_of_box(box, W, H, pad=pad))
+                window, larger = _union(window, _window_of_box(box, W, H, pad=pad)), None
                 if attempt == 2:
                     window = (0, 0, W, H)
         else:
