@@ -14,7 +14,7 @@ leaves too many pixels on the exact path, then 4..6) and check its error on a
 denser set of depths; pixels whose fit is worse than `max_fit_error_px`, or that leave the color
 camera's calibrated field of view inside the range, are computed exactly every frame instead. Per
 frame that leaves: w from the depth image and the Horner sum over interleaved (u, v) coefficients in one
-compiled pass (`calibration._align_kernels`, numba), one `cv2.remap`, a few masks.
+compiled pass (`calibration._kernels`, numba), one `cv2.remap`, a few masks.
 
 Frames and units: depth images are uint16 millimetres (0 = invalid), color images BGR(A) uint8,
 pixel (0, 0) is the centre of the top-left pixel.
@@ -214,12 +214,11 @@ class DepthPixelToColorMap:
         """
         cfg = self.config
         x0, y0, x1, y1 = (0, 0, self.shape[1], self.shape[0]) if window is None else window
-        depth_mm = depth_mm[y0:y1, x0:x1]
-        depth_mm = np.ascontiguousarray(depth_mm)
+        depth_mm = np.ascontiguousarray(depth_mm[y0:y1, x0:x1])
         uv = np.empty(depth_mm.shape + (2,), np.float32)
         depth_ok = np.empty(depth_mm.shape, np.uint8)
-        from calibration import _align_kernels   # (numba; loaded on first use)
-        _align_kernels.color_uv_kernel(depth_mm, self._coef_stack, y0, x0, cfg.min_depth_mm, cfg.max_depth_mm,
+        from calibration import _kernels   # (numba; loaded on first use)
+        _kernels.color_uv_kernel(depth_mm, self._coef_stack, y0, x0, cfg.min_depth_mm, cfg.max_depth_mm,
                                        np.float32(self.w_hi), uv, depth_ok)
         idx = self.exact_index
         if idx.size and window is not None:

@@ -43,11 +43,3 @@ def seen_kernel(v, f, sign, points, out):
                 seen = True
                 break
         out[k] = seen
-
-
-@_jit
-def rigid_kernel(p, R, t, out):
-    for i in range(p.shape[0]):
-        x, y, z = p[i, 0], p[i, 1], p[i, 2]
-        for r in range(3):
-            out[i, r] = R[r, 0] * x + R[r, 1] * y + R[r, 2] * z + t[r]

@@ -1,13 +1,13 @@
 """Triangle-mesh geometry shared by the renderers (synthetic data, headless overlay, body sheet).
 
 `vertex_normals` is the one implementation of area-weighted vertex normals in FuseMesh, and
-`faces_seen_from` the one back-face test; `rigid_transform` moves point sets between frames. Both are compiled with numba on first use (cached on disk).
+`faces_seen_from` the one back-face test. Both are compiled with numba on first use (cached on disk).
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["vertex_normals", "faces_seen_from", "rigid_transform"]
+__all__ = ["vertex_normals", "faces_seen_from"]
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -33,20 +33,4 @@ def faces_seen_from(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray,
     if f.shape[0]:
         from model import _geometry_kernels
         _geometry_kernels.seen_kernel(v, f, float(outward), np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3), out)
-    return out
-
-
-def rigid_transform(points: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """R p + t for points (..., 3) -> (..., 3) float64 (R (3, 3), t (3,), any units). The same values as
-    `points @ R.T + t` up to rounding, ~4x faster for the meshes' ~10k points: numpy sends (N, 3) x (3, 3)
-    products through BLAS, which spends ~50 ns a point on them."""
-    p = np.ascontiguousarray(points, dtype=np.float64)
-    if p.shape[-1:] != (3,):
-        raise ValueError(f"rigid_transform: points must be (..., 3), got {p.shape}")
-    out = np.empty(p.shape, np.float64)
-    flat = p.reshape(-1, 3)
-    if flat.shape[0]:
-        from model import _geometry_kernels
-        _geometry_kernels.rigid_kernel(flat, np.ascontiguousarray(R, dtype=np.float64).reshape(3, 3),
-                                       np.ascontiguousarray(t, dtype=np.float64).reshape(3), out.reshape(-1, 3))
     return out

@@ -8,6 +8,7 @@ import pytest
 
 from calibration import CalibrationError, CameraIntrinsics, Extrinsics, RgbdRig, default_rig
 from calibration.opencv_io import load_opencv_camera, load_opencv_rig, save_opencv
+from calibration.rig import rigid_transform
 
 
 def test_rig_json_round_trip_is_exact(tmp_path):
@@ -102,3 +103,18 @@ def test_opencv_errors(tmp_path):
         load_opencv_camera(tmp_path / "nok.yaml")
     with pytest.raises(CalibrationError, match="end in"):
         save_opencv(tmp_path / "rig.txt", default_rig())
+
+
+def test_rigid_transform_is_r_p_plus_t():
+    rng = np.random.default_rng(3)
+    R = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    t = rng.normal(size=3)
+    for shape in [(500, 3), (4, 7, 3), (3,), (0, 3)]:
+        p = rng.normal(size=shape) * 3.0
+        out = rigid_transform(p, R, t)
+        assert out.shape == p.shape and out.dtype == np.float64
+        np.testing.assert_allclose(out, p @ R.T + t, rtol=0, atol=1e-12)
+    p32 = rng.normal(size=(10, 3)).astype(np.float32)               # any float input, float64 out
+    np.testing.assert_allclose(rigid_transform(p32, R, t), p32.astype(np.float64) @ R.T + t, atol=1e-12)
+    with pytest.raises(ValueError, match=r"\(\.\.\., 3\)"):
+        rigid_transform(np.zeros((5, 2)), R, t)

@@ -1,13 +1,11 @@
-"""model.geometry: area-weighted vertex normals, the back-face test and rigid transforms (compiled kernels)
-against plain numpy on a closed mesh (Open3D's box) and a known cube."""
+"""model.geometry: area-weighted vertex normals and the back-face test (compiled kernels) against
+plain numpy on a closed mesh (Open3D's box) and a known cube."""
 from __future__ import annotations
 
 import numpy as np
 import open3d as o3d
 
-import pytest
-
-from model.geometry import faces_seen_from, rigid_transform, vertex_normals
+from model.geometry import faces_seen_from, vertex_normals
 
 
 def _sphere():
@@ -46,18 +44,3 @@ def test_faces_seen_from_points_are_the_front_faces():
     np.testing.assert_array_equal(both, seen | faces_seen_from(v, f, -eye[None]))
     assert both.mean() > 0.75 and not np.any(seen & faces_seen_from(v, f, -eye[None]))
     assert faces_seen_from(v, np.zeros((0, 3), np.int64), eye[None]).shape == (0,)
-
-
-def test_rigid_transform_is_r_p_plus_t():
-    rng = np.random.default_rng(3)
-    R = np.linalg.qr(rng.normal(size=(3, 3)))[0]
-    t = rng.normal(size=3)
-    for shape in [(500, 3), (4, 7, 3), (3,), (0, 3)]:
-        p = rng.normal(size=shape) * 3.0
-        out = rigid_transform(p, R, t)
-        assert out.shape == p.shape and out.dtype == np.float64
-        np.testing.assert_allclose(out, p @ R.T + t, rtol=0, atol=1e-12)
-    p32 = rng.normal(size=(10, 3)).astype(np.float32)               # any float input, float64 out
-    np.testing.assert_allclose(rigid_transform(p32, R, t), p32.astype(np.float64) @ R.T + t, atol=1e-12)
-    with pytest.raises(ValueError, match=r"\(\.\.\., 3\)"):
-        rigid_transform(np.zeros((5, 2)), R, t)

@@ -33,7 +33,7 @@ import numpy as np
 
 from calibration.intrinsics import CameraIntrinsics
 from calibration.rig import RgbdRig
-from model.geometry import rigid_transform, vertex_normals
+from model.geometry import vertex_normals
 from training.synth.appearance import linear_to_srgb, material_table
 from training.synth.depth_noise import normal_quantiles
 from training.synth.raycast import RayGrid, SoupView
@@ -166,8 +166,7 @@ class SceneMesh:
             if camera == "depth":
                 verts = self.soup.vertices
             elif camera == "color":
-                d2c = cams.rig.depth_to_color
-                verts = rigid_transform(self.soup.vertices, d2c.R, d2c.t)
+                verts = cams.rig.depth_to_color.apply(np.asarray(self.soup.vertices, np.float64))
             else:
                 raise ValueError(f"camera must be 'depth' or 'color', got {camera!r}")
             v = self._views[key] = SoupView(verts, self.faces)

@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from model.geometry import rigid_transform
+from calibration.rig import rigid_transform
 from training.synth.appearance import (BodyAppearance, BodyRegions, Material, sample_body_appearance,
                                        sample_surface_material)
 from training.synth.depth_noise import DEPTH_MODE_RANGE_M

@@ -1,4 +1,5 @@
-"""Compiled kernel of `calibration.align` (numba; imported on first use, cached on disk by numba)."""
+"""Compiled kernels of `calibration` (numba; imported on first use, cached on disk by numba): the rigid
+transform behind `Extrinsics.apply` and `rigid_transform`, and the depth->color map of `calibration.align`."""
 from __future__ import annotations
 
 import numba
@@ -32,3 +33,12 @@ def color_uv_kernel(depth, coef, y0, x0, lo_mm, hi_mm, w_hi, uv, depth_ok):
             ck = coef[k, y0 + i, x0:x0 + w].reshape(2 * w)
             for q in range(2 * w):
                 acc[q] = acc[q] * inv[q] + ck[q]
+
+
+@numba.njit(cache=True, nogil=True)
+def rigid_kernel(p, R, t, out):
+    """out[i] = R p[i] + t for points p (N, 3) float64."""
+    for i in range(p.shape[0]):
+        x, y, z = p[i, 0], p[i, 1], p[i, 2]
+        for r in range(3):
+            out[i, r] = R[r, 0] * x + R[r, 1] * y + R[r, 2] * z + t[r]
